@@ -1,0 +1,49 @@
+"""Developer sessions: `nox -s tests lint typecheck deb`.
+
+Sessions run on Debian's /usr/bin/python3 with system site packages, because the
+run-time dependencies are Debian packages (python3-systemd, python3-zstandard,
+python3-tomli-w, python3-pymysql), exactly as on an operator's host.
+"""
+
+from __future__ import annotations
+
+import nox
+
+nox.options.sessions = ["lint", "typecheck", "tests"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "/usr/bin/python3"
+VENV_PARAMS = ["--system-site-packages"]
+
+
+@nox.session(python=PYTHON, venv_params=VENV_PARAMS)
+def tests(session: nox.Session) -> None:
+    """The whole suite: unit, integration, and end-to-end on the Docker test bed."""
+    session.install("pytest>=7")
+    session.run("python", "-m", "pytest", *(session.posargs or ["tests"]))
+
+
+@nox.session(python=PYTHON, venv_params=VENV_PARAMS)
+def unit(session: nox.Session) -> None:
+    """Fast tests only: no Docker, no package build."""
+    session.install("pytest>=7")
+    session.run("python", "-m", "pytest", "tests/unit", "tests/integration",
+                "-m", "not testbed and not vm", *session.posargs)
+
+
+@nox.session(python=PYTHON, venv_params=VENV_PARAMS)
+def lint(session: nox.Session) -> None:
+    session.install("ruff")
+    session.run("ruff", "check", "trackerbackup", "tests", "bench", "noxfile.py")
+
+
+@nox.session(python=PYTHON, venv_params=VENV_PARAMS)
+def typecheck(session: nox.Session) -> None:
+    session.install("mypy", "pytest>=7")
+    session.run("mypy")
+
+
+@nox.session(python=False)
+def deb(session: nox.Session) -> None:
+    """Build the Debian package into dist/ (dpkg-buildpackage in a clean copy)."""
+    session.run("bash", "debian/build-deb.sh", "dist", external=True)

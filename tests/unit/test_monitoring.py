@@ -1,0 +1,319 @@
+"""Monitoring: the Prometheus textfile and the healthchecks-style pings."""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import re
+import socket
+import stat
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from trackerbackup import monitoring
+from trackerbackup.errors import EnvironmentProblem
+from trackerbackup.log import LOGGER_NAME
+
+FINISHED = datetime(2026, 11, 26, 3, 0, 0, tzinfo=UTC)
+
+# The text exposition format, strictly: comment lines, or one sample per line.
+_METRIC_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+_LABEL = r'[a-zA-Z_][a-zA-Z0-9_]*="(?:[^"\\\n]|\\[\\"n])*"'
+_SAMPLE = re.compile(
+    rf"^(?P<name>{_METRIC_NAME})(?:\{{(?P<labels>{_LABEL}(?:,{_LABEL})*)?\}})? "
+    r"(?P<value>[-+]?(?:[0-9]+(?:\.[0-9]*)?(?:[eE][-+]?[0-9]+)?|Inf|NaN))$"
+)
+_HELP = re.compile(rf"^# HELP (?P<name>{_METRIC_NAME}) \S.*$")
+_TYPE = re.compile(rf"^# TYPE (?P<name>{_METRIC_NAME}) (counter|gauge|histogram|summary|untyped)$")
+
+
+def parse(text: str) -> dict[str, tuple[dict[str, str], float]]:
+    """Parse and validate a textfile: each family has HELP and TYPE before its sample."""
+    assert text.endswith("\n"), "the last line must end with a newline"
+    samples: dict[str, tuple[dict[str, str], float]] = {}
+    helped: set[str] = set()
+    typed: set[str] = set()
+    for line in text.splitlines():
+        if m := _HELP.match(line):
+            helped.add(m["name"])
+        elif m := _TYPE.match(line):
+            assert m["name"] not in typed, f"TYPE given twice: {line}"
+            typed.add(m["name"])
+        else:
+            m = _SAMPLE.match(line)
+            assert m is not None, f"not a valid sample line: {line!r}"
+            name = m["name"]
+            assert name in helped and name in typed, f"sample before HELP/TYPE: {line}"
+            labels = dict(re.findall(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"',
+                                     m["labels"] or ""))
+            samples[name] = (labels, float(m["value"]))
+    return samples
+
+
+def read(directory: Path, backup_type: str) -> dict[str, tuple[dict[str, str], float]]:
+    return parse((directory / f"trackerbackup_{backup_type}.prom").read_text())
+
+
+def test_success_writes_every_metric_with_its_type_label(tmp_path: Path) -> None:
+    monitoring.write_textfile(
+        tmp_path, "database", success=True, finished=FINISHED, duration_s=12.5,
+        size_bytes=123_456_789,
+    )
+
+    samples = read(tmp_path, "database")
+
+    assert samples == {
+        "trackerbackup_last_success_timestamp_seconds": ({"type": "database"},
+                                                         FINISHED.timestamp()),
+        "trackerbackup_last_run_timestamp_seconds": ({"type": "database"},
+                                                     FINISHED.timestamp()),
+        "trackerbackup_last_run_success": ({"type": "database"}, 1.0),
+        "trackerbackup_last_duration_seconds": ({"type": "database"}, 12.5),
+        "trackerbackup_last_size_bytes": ({"type": "database"}, 123_456_789.0),
+    }
+
+
+def test_textfile_parses_with_the_reference_parser(tmp_path: Path) -> None:
+    parser = pytest.importorskip("prometheus_client.parser")
+    monitoring.write_textfile(
+        tmp_path, "storage", success=True, finished=FINISHED, duration_s=0.25, size_bytes=7,
+    )
+
+    text = (tmp_path / "trackerbackup_storage.prom").read_text()
+    families = {f.name: f for f in parser.text_string_to_metric_families(text)}
+
+    assert families["trackerbackup_last_run_success"].type == "gauge"
+    sample = families["trackerbackup_last_size_bytes"].samples[0]
+    assert (sample.labels, sample.value) == ({"type": "storage"}, 7.0)
+
+
+def test_failure_keeps_last_success_and_size(tmp_path: Path) -> None:
+    monitoring.write_textfile(
+        tmp_path, "selective", success=True, finished=FINISHED, duration_s=3, size_bytes=42,
+    )
+    later = FINISHED + timedelta(days=1)
+
+    monitoring.write_textfile(
+        tmp_path, "selective", success=False, finished=later, duration_s=1.5, size_bytes=None,
+    )
+
+    samples = read(tmp_path, "selective")
+    assert samples["trackerbackup_last_success_timestamp_seconds"][1] == FINISHED.timestamp()
+    assert samples["trackerbackup_last_size_bytes"][1] == 42
+    assert samples["trackerbackup_last_run_timestamp_seconds"][1] == later.timestamp()
+    assert samples["trackerbackup_last_run_success"][1] == 0
+    assert samples["trackerbackup_last_duration_seconds"][1] == 1.5
+
+
+def test_failure_without_any_success_has_no_success_timestamp(tmp_path: Path) -> None:
+    monitoring.write_textfile(
+        tmp_path, "database", success=False, finished=FINISHED, duration_s=1, size_bytes=None,
+    )
+
+    samples = read(tmp_path, "database")
+    assert "trackerbackup_last_success_timestamp_seconds" not in samples
+    assert samples["trackerbackup_last_run_success"][1] == 0
+
+
+def test_types_have_separate_files_and_do_not_touch_each_other(tmp_path: Path) -> None:
+    monitoring.write_textfile(
+        tmp_path, "database", success=True, finished=FINISHED, duration_s=1, size_bytes=1,
+    )
+    before = (tmp_path / "trackerbackup_database.prom").read_bytes()
+
+    monitoring.write_textfile(
+        tmp_path, "storage", success=False, finished=FINISHED, duration_s=1, size_bytes=None,
+    )
+
+    assert (tmp_path / "trackerbackup_database.prom").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "trackerbackup_database.prom", "trackerbackup_storage.prom",
+    ]
+
+
+def test_atomic_write_leaves_no_temp_files_and_is_world_readable(tmp_path: Path) -> None:
+    for i in range(5):
+        monitoring.write_textfile(
+            tmp_path, "database", success=i % 2 == 0, finished=FINISHED, duration_s=i,
+            size_bytes=i,
+        )
+
+    assert [p.name for p in tmp_path.iterdir()] == ["trackerbackup_database.prom"]
+    mode = stat.S_IMODE((tmp_path / "trackerbackup_database.prom").stat().st_mode)
+    assert mode == 0o644  # node_exporter runs as another user
+
+
+def test_failed_write_raises_environment_problem_and_leaves_old_file(tmp_path: Path) -> None:
+    monitoring.write_textfile(
+        tmp_path, "database", success=True, finished=FINISHED, duration_s=1, size_bytes=1,
+    )
+    before = (tmp_path / "trackerbackup_database.prom").read_bytes()
+    # A directory where the file should go makes the final rename fail.
+    blocked = tmp_path / "blocked"
+    (blocked / "trackerbackup_database.prom").mkdir(parents=True)
+
+    with pytest.raises(EnvironmentProblem) as raised:
+        monitoring.write_textfile(
+            blocked, "database", success=True, finished=FINISHED, duration_s=1, size_bytes=1,
+        )
+
+    assert raised.value.op == "write monitoring textfile"
+    assert [p.name for p in blocked.iterdir()] == ["trackerbackup_database.prom"]
+    assert (tmp_path / "trackerbackup_database.prom").read_bytes() == before
+
+
+def test_missing_directory_raises_environment_problem(tmp_path: Path) -> None:
+    with pytest.raises(EnvironmentProblem):
+        monitoring.write_textfile(
+            tmp_path / "absent", "database", success=True, finished=FINISHED, duration_s=1,
+            size_bytes=1,
+        )
+
+
+def test_naive_datetime_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="timezone-aware"):
+        monitoring.write_textfile(
+            tmp_path, "database", success=True, finished=datetime(2026, 1, 1), duration_s=1,
+            size_bytes=1,
+        )
+
+
+# --- pings ---------------------------------------------------------------------------
+
+
+class _Recorder(http.server.BaseHTTPRequestHandler):
+    requests: list[tuple[str, str, bytes]] = []
+    status = 200
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        type(self).requests.append((self.command, self.path, body))
+        self.send_response(type(self).status)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"OK")
+
+    do_GET = _answer
+    do_POST = _answer
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+@pytest.fixture
+def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, type[_Recorder]]]:
+    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    handler = type("Handler", (_Recorder,), {"requests": [], "status": 200})
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{httpd.server_address[1]}", handler
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+        thread.join(timeout=5)
+
+
+def test_ping_without_body_is_a_get(server: tuple[str, type[_Recorder]]) -> None:
+    base, handler = server
+
+    assert monitoring.ping(f"{base}/0f1e2d3c-secret/start") is True
+
+    assert handler.requests == [("GET", "/0f1e2d3c-secret/start", b"")]
+
+
+def test_ping_posts_the_body(server: tuple[str, type[_Recorder]]) -> None:
+    base, handler = server
+    tail = "error: dump failed\nexit status 2\n"
+
+    assert monitoring.ping(f"{base}/uuid/fail", tail) is True
+
+    assert handler.requests == [("POST", "/uuid/fail", tail.encode())]
+
+
+def test_ping_body_is_capped_keeping_its_end(server: tuple[str, type[_Recorder]]) -> None:
+    base, handler = server
+    body = "x" * monitoring.PING_BODY_MAX_BYTES + "THE END"
+
+    assert monitoring.ping(f"{base}/uuid/fail", body) is True
+
+    sent = handler.requests[0][2]
+    assert len(sent) == monitoring.PING_BODY_MAX_BYTES
+    assert sent.endswith(b"THE END")
+
+
+def test_ping_http_error_returns_false_and_masks_the_url(
+    server: tuple[str, type[_Recorder]], caplog: pytest.LogCaptureFixture,
+) -> None:
+    base, handler = server
+    handler.status = 404
+    _capture(caplog)
+
+    assert monitoring.ping(f"{base}/very-secret-token?key=hunter2") is False
+
+    assert "HTTP 404" in caplog.text
+    assert "very-secret-token" not in caplog.text
+    assert "hunter2" not in caplog.text
+
+
+def test_unreachable_url_returns_false_quickly(caplog: pytest.LogCaptureFixture) -> None:
+    _capture(caplog)
+    with socket.socket() as s:  # a port that was free a moment ago: connection refused
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+
+    started = time.monotonic()
+    assert monitoring.ping(f"http://127.0.0.1:{port}/secret-uuid", "body", timeout=2) is False
+    assert time.monotonic() - started < 2
+
+    assert "failed" in caplog.text
+    assert "secret-uuid" not in caplog.text
+
+
+def test_silent_server_times_out(caplog: pytest.LogCaptureFixture) -> None:
+    _capture(caplog)
+    with socket.socket() as listener:  # accepts connections, never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        port = listener.getsockname()[1]
+
+        started = time.monotonic()
+        assert monitoring.ping(f"http://127.0.0.1:{port}/x", timeout=0.5) is False
+        assert time.monotonic() - started < 5
+
+
+@pytest.mark.parametrize("url", ["", "not a url", "file:///etc/shadow", "ftp://h/x",
+                                 "http://[::1/x"])
+def test_unsupported_or_malformed_urls_return_false(url: str) -> None:
+    assert monitoring.ping(url) is False
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        ("https://hc-ping.com/0f1e2d3c-4b5a-6978", "https://hc-ping.com/***"),
+        ("https://user:pw@example.org:8443/p?k=v", "https://example.org:8443/***"),
+        ("http://127.0.0.1:9/", "http://127.0.0.1:9/"),
+        ("https://example.org?token=x", "https://example.org/***"),
+        ("http://[::1]:80/ping/abc", "http://[::1]:80/***"),
+        ("garbage", "<invalid URL>"),
+    ],
+)
+def test_mask_url(url: str, masked: str) -> None:
+    assert monitoring.mask_url(url) == masked
+
+
+def _capture(caplog: pytest.LogCaptureFixture) -> None:
+    # The trackerbackup logger does not propagate once set up: attach caplog to it.
+    logger = logging.getLogger(LOGGER_NAME)
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.DEBUG, logger=LOGGER_NAME)

@@ -1,0 +1,408 @@
+"""Retention rules as tables: backups in, one line per decision out (newest first).
+
+Input lines are "YYYY-MM-DD HH:MM" (UTC), with " unverified" appended for a backup whose
+verification did not pass. Expected lines are "<time> keep|drop: <reasons joined by '; '>".
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+
+from trackerbackup.retention import (
+    BackupRef,
+    Decision,
+    RetentionPolicy,
+    decide,
+    policy_problems,
+)
+
+NOW = "2026-11-26 03:00"
+FORMAT = "%Y-%m-%d %H:%M"
+
+
+def at(stamp: str) -> datetime:
+    return datetime.strptime(stamp, FORMAT).replace(tzinfo=UTC)
+
+
+def ref(line: str) -> BackupRef:
+    started = at(line.removesuffix(" unverified"))
+    verified = not line.endswith(" unverified")
+    return BackupRef(started.strftime("%Y%m%dT%H%M%S.000000Z"), started, verified)
+
+
+def render(decisions: list[Decision]) -> list[str]:
+    return [
+        f"{d.backup.started.astimezone(UTC).strftime(FORMAT)} {'keep' if d.keep else 'drop'}: "
+        + "; ".join(d.reasons)
+        for d in decisions
+    ]
+
+
+def days(first: str, count: int, *times: str) -> list[str]:
+    """Backups on `count` consecutive days starting at `first`, at each of `times`."""
+    start = datetime.strptime(first, "%Y-%m-%d")
+    return [
+        f"{(start + timedelta(days=n)).strftime('%Y-%m-%d')} {time}"
+        for n in range(count)
+        for time in times
+    ]
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    policy: RetentionPolicy
+    backups: list[str]
+    expected: list[str]
+    now: str = NOW
+
+
+P = RetentionPolicy
+
+SCENARIOS = [
+    Scenario(
+        "keep_last only",
+        P(keep_last=3, keep_daily=0),
+        [
+            "2026-11-21 03:00",
+            "2026-11-22 03:00",
+            "2026-11-23 03:00",
+            "2026-11-24 03:00",
+            "2026-11-25 03:00",
+        ],
+        [
+            "2026-11-25 03:00 keep: last 1",
+            "2026-11-24 03:00 keep: last 2",
+            "2026-11-23 03:00 keep: last 3",
+            "2026-11-22 03:00 drop: not selected by any rule",
+            "2026-11-21 03:00 drop: not selected by any rule",
+        ],
+    ),
+    Scenario(
+        "daily over 10 days, two a day: the newest of each of the 7 newest days",
+        P(keep_last=1, keep_daily=7),
+        days("2026-11-16", 10, "01:00", "13:00"),
+        [
+            "2026-11-25 13:00 keep: last 1; daily 2026-11-25",
+            "2026-11-25 01:00 drop: not selected by any rule",
+            "2026-11-24 13:00 keep: daily 2026-11-24",
+            "2026-11-24 01:00 drop: not selected by any rule",
+            "2026-11-23 13:00 keep: daily 2026-11-23",
+            "2026-11-23 01:00 drop: not selected by any rule",
+            "2026-11-22 13:00 keep: daily 2026-11-22",
+            "2026-11-22 01:00 drop: not selected by any rule",
+            "2026-11-21 13:00 keep: daily 2026-11-21",
+            "2026-11-21 01:00 drop: not selected by any rule",
+            "2026-11-20 13:00 keep: daily 2026-11-20",
+            "2026-11-20 01:00 drop: not selected by any rule",
+            "2026-11-19 13:00 keep: daily 2026-11-19",
+            "2026-11-19 01:00 drop: not selected by any rule",
+            "2026-11-18 13:00 drop: not selected by any rule",
+            "2026-11-18 01:00 drop: not selected by any rule",
+            "2026-11-17 13:00 drop: not selected by any rule",
+            "2026-11-17 01:00 drop: not selected by any rule",
+            "2026-11-16 13:00 drop: not selected by any rule",
+            "2026-11-16 01:00 drop: not selected by any rule",
+        ],
+    ),
+    Scenario(
+        "daily counts days that have a backup, not calendar days",
+        P(keep_last=0, keep_daily=3),
+        ["2026-11-01 03:00", "2026-11-10 03:00", "2026-11-20 03:00", "2026-11-25 03:00"],
+        [
+            "2026-11-25 03:00 keep: daily 2026-11-25",
+            "2026-11-20 03:00 keep: daily 2026-11-20",
+            "2026-11-10 03:00 keep: daily 2026-11-10",
+            "2026-11-01 03:00 drop: not selected by any rule",
+        ],
+    ),
+    Scenario(
+        "weekly across the ISO year boundary: 2027-01-02 is in 2026-W53",
+        P(keep_last=0, keep_daily=0, keep_weekly=3),
+        [
+            "2026-12-27 03:00",
+            "2026-12-29 03:00",
+            "2027-01-02 03:00",
+            "2027-01-05 03:00",
+            "2027-01-12 03:00",
+        ],
+        [
+            "2027-01-12 03:00 keep: weekly 2027-W02",
+            "2027-01-05 03:00 keep: weekly 2027-W01",
+            "2027-01-02 03:00 keep: weekly 2026-W53",
+            "2026-12-29 03:00 drop: not selected by any rule",
+            "2026-12-27 03:00 drop: not selected by any rule",
+        ],
+        now="2027-01-13 03:00",
+    ),
+    Scenario(
+        "weekly: 2024-12-30 belongs to 2025-W01",
+        P(keep_last=0, keep_daily=0, keep_weekly=2),
+        ["2024-12-29 03:00", "2024-12-30 03:00", "2025-01-05 03:00", "2025-01-06 03:00"],
+        [
+            "2025-01-06 03:00 keep: weekly 2025-W02",
+            "2025-01-05 03:00 keep: weekly 2025-W01",
+            "2024-12-30 03:00 drop: not selected by any rule",
+            "2024-12-29 03:00 drop: not selected by any rule",
+        ],
+        now="2025-01-07 03:00",
+    ),
+    Scenario(
+        "monthly: newest of each of the 3 newest months, across a year end",
+        P(keep_last=0, keep_daily=0, keep_monthly=3),
+        [
+            "2025-11-30 03:00",
+            "2025-12-01 03:00",
+            "2025-12-31 23:59",
+            "2026-01-01 00:00",
+            "2026-01-15 03:00",
+            "2026-02-01 03:00",
+        ],
+        [
+            "2026-02-01 03:00 keep: monthly 2026-02",
+            "2026-01-15 03:00 keep: monthly 2026-01",
+            "2026-01-01 00:00 drop: not selected by any rule",
+            "2025-12-31 23:59 keep: monthly 2025-12",
+            "2025-12-01 03:00 drop: not selected by any rule",
+            "2025-11-30 03:00 drop: not selected by any rule",
+        ],
+        now="2026-02-02 03:00",
+    ),
+    Scenario(
+        "combined rules: a backup kept by several rules lists every reason",
+        P(keep_last=2, keep_daily=2, keep_weekly=2, keep_monthly=2),
+        [
+            "2026-10-20 03:00",
+            "2026-10-31 03:00",
+            "2026-11-17 03:00",
+            "2026-11-24 03:00",
+            "2026-11-25 03:00",
+            "2026-11-25 15:00",
+        ],
+        [
+            "2026-11-25 15:00 keep: last 1; daily 2026-11-25; weekly 2026-W48; monthly 2026-11",
+            "2026-11-25 03:00 keep: last 2",
+            "2026-11-24 03:00 keep: daily 2026-11-24",
+            "2026-11-17 03:00 keep: weekly 2026-W47",
+            "2026-10-31 03:00 keep: monthly 2026-10",
+            "2026-10-20 03:00 drop: not selected by any rule",
+        ],
+    ),
+    Scenario(
+        "max_age_days deletes what a bucket rule picked; the cutoff itself is kept",
+        P(keep_last=1, keep_daily=7, max_age_days=3),
+        days("2026-11-20", 6, "03:00"),
+        [
+            "2026-11-25 03:00 keep: last 1; daily 2026-11-25",
+            "2026-11-24 03:00 keep: daily 2026-11-24",
+            "2026-11-23 03:00 keep: daily 2026-11-23",
+            "2026-11-22 03:00 drop: older than max_age_days=3",
+            "2026-11-21 03:00 drop: older than max_age_days=3",
+            "2026-11-20 03:00 drop: older than max_age_days=3",
+        ],
+        now="2026-11-26 03:00",
+    ),
+    Scenario(
+        "floor: all older than max_age_days, the newest verified one stays",
+        P(keep_last=3, keep_daily=7, max_age_days=30),
+        ["2026-09-01 03:00", "2026-09-02 03:00", "2026-09-03 03:00"],
+        [
+            "2026-09-03 03:00 keep: newest verified (floor)",
+            "2026-09-02 03:00 drop: older than max_age_days=30",
+            "2026-09-01 03:00 drop: older than max_age_days=30",
+        ],
+    ),
+    Scenario(
+        "floor: no keep rule at all still keeps the newest verified one",
+        P(keep_last=0, keep_daily=0),
+        ["2026-11-24 03:00", "2026-11-25 03:00 unverified", "2026-11-25 04:00 unverified"],
+        [
+            "2026-11-25 04:00 drop: not verified",
+            "2026-11-25 03:00 drop: not verified",
+            "2026-11-24 03:00 keep: newest verified (floor)",
+        ],
+    ),
+    Scenario(
+        "unverified backups are deleted and never fill a bucket",
+        P(keep_last=2, keep_daily=3, max_age_days=10),
+        [
+            "2026-11-01 03:00 unverified",
+            "2026-11-23 03:00",
+            "2026-11-24 03:00",
+            "2026-11-24 15:00 unverified",
+            "2026-11-25 03:00 unverified",
+        ],
+        [
+            "2026-11-25 03:00 drop: not verified",
+            "2026-11-24 15:00 drop: not verified",
+            "2026-11-24 03:00 keep: last 1; daily 2026-11-24",
+            "2026-11-23 03:00 keep: last 2; daily 2026-11-23",
+            "2026-11-01 03:00 drop: not verified; older than max_age_days=10",
+        ],
+    ),
+    Scenario(
+        "empty input",
+        P(),
+        [],
+        [],
+    ),
+    Scenario(
+        "no verified backup at all: nothing is deleted, however old",
+        P(keep_last=1, keep_daily=1, max_age_days=1),
+        [
+            "2026-10-01 03:00 unverified",
+            "2026-11-24 03:00 unverified",
+            "2026-11-25 03:00 unverified",
+        ],
+        [
+            "2026-11-25 03:00 keep: no verified backup: nothing is deleted (floor)",
+            "2026-11-24 03:00 keep: no verified backup: nothing is deleted (floor)",
+            "2026-10-01 03:00 keep: no verified backup: nothing is deleted (floor)",
+        ],
+    ),
+    Scenario(
+        "ten days of failures (no new backups) do not erase the last good one",
+        P(keep_last=1, keep_daily=7, max_age_days=7),
+        ["2026-11-14 03:00", "2026-11-15 03:00", "2026-11-16 03:00"],
+        [
+            "2026-11-16 03:00 keep: newest verified (floor)",
+            "2026-11-15 03:00 drop: older than max_age_days=7",
+            "2026-11-14 03:00 drop: older than max_age_days=7",
+        ],
+    ),
+    Scenario(
+        "ten days of unverified backups do not push the last good ones out",
+        P(keep_last=2, keep_daily=7, max_age_days=30),
+        ["2026-11-14 03:00", "2026-11-15 03:00", *days("2026-11-16", 10, "03:00 unverified")],
+        [
+            *[f"2026-11-{day} 03:00 drop: not verified" for day in range(25, 15, -1)],
+            "2026-11-15 03:00 keep: last 1; daily 2026-11-15",
+            "2026-11-14 03:00 keep: last 2; daily 2026-11-14",
+        ],
+    ),
+]
+
+
+@pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
+def test_decide(scenario: Scenario) -> None:
+    backups = [ref(line) for line in scenario.backups]
+    random.Random(scenario.name).shuffle(backups)  # input order must not matter
+
+    decisions = decide(backups, at(scenario.now), scenario.policy)
+
+    assert render(decisions) == scenario.expected
+
+
+def test_buckets_are_utc_dates() -> None:
+    # 01:30 at +02:00 is 23:30 UTC the day before: one UTC day, so one daily bucket.
+    plus_two = timezone(timedelta(hours=2))
+    backups = [
+        BackupRef("a", datetime(2026, 11, 25, 1, 30, tzinfo=plus_two), True),
+        BackupRef("b", datetime(2026, 11, 24, 22, 0, tzinfo=UTC), True),
+    ]
+
+    decisions = decide(backups, at(NOW), P(keep_last=0, keep_daily=7))
+
+    assert [(d.backup.id, d.keep, d.reasons) for d in decisions] == [
+        ("a", True, ("daily 2026-11-24",)),
+        ("b", False, ("not selected by any rule",)),
+    ]
+
+
+def test_same_start_time_is_ordered_by_id() -> None:
+    started = at("2026-11-25 03:00")
+    backups = [BackupRef("x1", started, True), BackupRef("x2", started, True)]
+
+    decisions = decide(backups, at(NOW), P(keep_last=1, keep_daily=0))
+
+    assert [(d.backup.id, d.keep) for d in decisions] == [("x2", True), ("x1", False)]
+
+
+@pytest.mark.parametrize(
+    ("policy", "problems"),
+    [
+        (P(), []),
+        (P(keep_last=0, keep_daily=0, keep_monthly=1), []),
+        (
+            P(keep_daily=-1, max_age_days=-2),
+            [
+                "keep_daily must be 0 (off) or a positive number, not -1",
+                "max_age_days must be 0 (off) or a positive number, not -2",
+            ],
+        ),
+        (
+            P(keep_last=0, keep_daily=0, max_age_days=30),
+            [
+                "no keep rule is set (keep_last, keep_daily, keep_weekly, keep_monthly are all"
+                " 0): every backup but the newest verified one would be deleted"
+            ],
+        ),
+    ],
+    ids=["defaults", "monthly only", "negative values", "no keep rule"],
+)
+def test_policy_problems(policy: RetentionPolicy, problems: list[str]) -> None:
+    assert policy_problems(policy) == problems
+
+
+@pytest.mark.parametrize(
+    ("backups", "now", "policy", "message"),
+    [
+        ([], datetime(2026, 11, 26), P(), "'now' must be time-zone aware"),
+        ([], at(NOW), P(keep_last=-1), "keep_last must be 0 (off) or a positive number"),
+        (
+            [ref("2026-11-25 03:00"), ref("2026-11-25 03:00")],
+            at(NOW),
+            P(),
+            "backup ids must be unique",
+        ),
+    ],
+    ids=["naive now", "negative policy", "duplicate ids"],
+)
+def test_decide_refuses_bad_input(
+    backups: list[BackupRef], now: datetime, policy: RetentionPolicy, message: str
+) -> None:
+    with pytest.raises(ValueError, match=re.escape(message)):
+        decide(backups, now, policy)
+
+
+def test_naive_start_time_is_refused() -> None:
+    with pytest.raises(ValueError, match="time-zone aware"):
+        BackupRef("a", datetime(2026, 11, 25, 3, 0), True)
+
+
+def test_invariants_over_random_histories() -> None:
+    """Whatever the policy and history: never zero backups left, the newest verified one
+    kept, no unverified one kept while a verified one exists, and each backup decided once.
+    """
+    rng = random.Random(20261126)
+    now = at(NOW)
+    for _ in range(500):
+        backups = [
+            BackupRef(
+                f"b{n}",
+                now - timedelta(minutes=rng.randrange(0, 60 * 24 * 400)),
+                rng.random() < 0.7,
+            )
+            for n in range(rng.randrange(0, 30))
+        ]
+        policy = P(*(rng.choice([0, 0, 1, 2, 7]) for _ in range(5)))
+
+        decisions = decide(backups, now, policy)
+
+        assert sorted(d.backup.id for d in decisions) == sorted(b.id for b in backups)
+        assert all(d.reasons for d in decisions)
+        kept = [d.backup for d in decisions if d.keep]
+        verified = [b for b in backups if b.verified]
+        if backups:
+            assert kept
+        if verified:
+            newest = max(verified, key=lambda b: (b.started, b.id))
+            assert newest in kept
+            assert all(b.verified for b in kept)
+        else:
+            assert len(kept) == len(backups)

@@ -1,0 +1,3 @@
+"""trackerbackup: consistent, verified backups of a Torrust Tracker host."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,5 @@
+import sys
+
+from trackerbackup.cli import main
+
+sys.exit(main())

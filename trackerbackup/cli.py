@@ -1,0 +1,246 @@
+"""The command line: parse, dispatch to one function per sub-command, map errors to exit codes.
+
+Exit codes (documented in README.md and trackerbackup(8)): 0 success, 1 backup failed,
+2 usage or configuration error, 3 environment problem, 75 the type's lock is held.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn
+
+from trackerbackup import __version__, config, freeze, log, runner
+from trackerbackup.config import BACKUP_TYPES, Config
+from trackerbackup.docker import Docker
+from trackerbackup.errors import (
+    BackupFailed,
+    ConfigError,
+    ExitCode,
+    LockBusy,
+    TrackerBackupError,
+    UsageError,
+)
+from trackerbackup.log import Event, fields
+from trackerbackup.repository import Repository
+
+logger = log.get_logger()
+
+
+class Terminated(BackupFailed):
+    """SIGTERM (systemctl stop) arrived: unwind through every `finally`, record a failure."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> NoReturn:
+    raise Terminated(f"stopped by signal {signal.Signals(signum).name}", op="run",
+                     hint="the run was aborted; nothing was recorded as a backup")
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        raise UsageError(message, hint=f"see '{self.prog} --help'")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="trackerbackup",
+                    description="Consistent, verified backups of a Torrust Tracker host.")
+    parser.add_argument("--version", action="version", version=f"trackerbackup {__version__}")
+    parser.add_argument("--config", type=Path, default=None,
+                        help=f"configuration file (default: ${config.ENV_VAR} or "
+                        f"{config.DEFAULT_PATH})")
+    parser.add_argument("--log-target", choices=("auto", "journal", "console"), default="auto",
+                        help="auto: the journal under systemd, else the terminal")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug messages")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                     parser_class=Parser)
+
+    run = commands.add_parser("run", help="run one backup now")
+    run.add_argument("type", metavar="TYPE", help=f"one of: {', '.join(BACKUP_TYPES)}")
+    run.add_argument("--dry-run", action="store_true", help="show what would be backed up")
+    run.add_argument("--force", action="store_true",
+                     help="run even if the type is disabled in the configuration")
+    run.add_argument("--wait", action="store_true",
+                     help="wait for a running backup of the same type instead of exiting 75")
+
+    listing = commands.add_parser("list", help="list committed backups")
+    listing.add_argument("type", metavar="TYPE", nargs="?", help="only this type")
+    listing.add_argument("--json", action="store_true", help="machine-readable output")
+
+    prune = commands.add_parser("prune", help="apply the retention policy")
+    prune.add_argument("type", metavar="TYPE", nargs="?", help="only this type")
+    prune.add_argument("--dry-run", action="store_true",
+                       help="list every backup with keep/delete and the rule that decided")
+
+    check = commands.add_parser("check", help="validate configuration and environment")
+    check.add_argument("type", metavar="TYPE", nargs="?", help="only this type")
+
+    commands.add_parser("recover", help="thaw a tracker container an interrupted run left "
+                        "paused or stopped (the service's ExecStopPost)")
+    failure = commands.add_parser("notify-failure",
+                                  help="record a failed unit (the OnFailure= unit)")
+    failure.add_argument("type", metavar="TYPE")
+    return parser
+
+
+def _types(selected: str | None) -> tuple[str, ...]:
+    if selected is None:
+        return BACKUP_TYPES
+    return (_known_type(selected),)
+
+
+def _known_type(name: str) -> str:
+    if name not in BACKUP_TYPES:
+        raise UsageError(f"unknown backup type '{name}'",
+                         hint=f"use one of: {', '.join(BACKUP_TYPES)}")
+    return name
+
+
+def cmd_run(conf: Config, args: argparse.Namespace) -> int:
+    backup_type = _known_type(args.type)
+    if not conf.type(backup_type).enabled and not args.force:
+        logger.info("the %s backup is disabled ([%s] enabled = false in %s): skipped; "
+                    "use 'trackerbackup run --force %s' to run it anyway",
+                    backup_type, backup_type, conf.source, backup_type,
+                    extra=fields(type=backup_type))
+        return ExitCode.OK
+    outcome = runner.run(conf, backup_type, dry_run=args.dry_run, wait=args.wait)
+    if outcome.backup is None:
+        _print_plan(backup_type, outcome.plan)
+        return ExitCode.OK
+    print(f"{backup_type} backup {outcome.backup.id}: {outcome.backup.size:,} bytes, verified")
+    print(f"  {outcome.backup.path}")
+    for backup_id in outcome.pruned:
+        print(f"  pruned {backup_id}")
+    return ExitCode.OK
+
+
+def _print_plan(backup_type: str, plan: Any) -> None:
+    print(f"{backup_type}: would back up (about {plan.estimated_bytes:,} bytes):")
+    for item in plan.items:
+        print(f"  {item}")
+    for key, value in plan.details.items():
+        if value and key != "missing":
+            print(f"  {key}: {value}")
+    for warning in plan.warnings:
+        print(f"  warning: {warning}")
+
+
+def cmd_list(conf: Config, args: argparse.Namespace) -> int:
+    repository = Repository(conf.general.backup_dir)
+    backups = [b for t in _types(args.type) for b in repository.backups(t)]
+    if args.json:
+        print(json.dumps([b.summary() for b in backups], indent=2))
+        return ExitCode.OK
+    if not backups:
+        print(f"no backups in {conf.general.backup_dir}")
+        return ExitCode.OK
+    print(f"{'TYPE':<10} {'ID':<26} {'SIZE':>14} {'VERIFIED':<8} WARNINGS")
+    for backup in backups:
+        print(f"{backup.type:<10} {backup.id:<26} {backup.size:>14,} "
+              f"{'yes' if backup.verified else 'NO':<8} "
+              f"{len(backup.manifest.get('warnings', []))}")
+    return ExitCode.OK
+
+
+def cmd_prune(conf: Config, args: argparse.Namespace) -> int:
+    from trackerbackup import lock
+
+    for backup_type in _types(args.type):
+        with lock.hold(conf.general.run_dir, backup_type, wait=False):
+            decisions = runner.prune(conf, backup_type, dry_run=args.dry_run)
+        verb = ("would delete", "would keep") if args.dry_run else ("deleted", "kept")
+        for decision in decisions:
+            print(f"{backup_type:<10} {decision.backup.id:<26} "
+                  f"{verb[1] if decision.keep else verb[0]:<13} {', '.join(decision.reasons)}")
+    return ExitCode.OK
+
+
+def cmd_check(conf: Config, args: argparse.Namespace) -> int:
+    print(f"configuration {conf.source}: valid")
+    docker = Docker(conf.general.docker)
+    problems = 0
+    for backup_type in _types(args.type):
+        state = "enabled" if conf.type(backup_type).enabled else "disabled"
+        try:
+            plan = runner.make_source(conf, backup_type, docker).plan()
+        except KeyError:
+            print(f"{backup_type} ({state}): not available in this version")
+            continue
+        except TrackerBackupError as error:
+            problems += 1
+            print(f"{backup_type} ({state}): PROBLEM: {error}")
+            continue
+        print(f"{backup_type} ({state}):", end=" ")
+        _print_plan(backup_type, plan)
+    try:
+        runner.check_free_space(conf.general.backup_dir, 0, conf.general.min_free_bytes)
+    except TrackerBackupError as error:
+        problems += 1
+        print(f"PROBLEM: {error}")
+    return ExitCode.ENVIRONMENT if problems else ExitCode.OK
+
+
+def cmd_recover(conf: Config, args: argparse.Namespace) -> int:
+    thawed = freeze.recover(Docker(conf.general.docker), conf.general.run_dir)
+    for name in thawed:
+        print(f"thawed container {name}")
+    return ExitCode.OK
+
+
+def cmd_notify_failure(conf: Config, args: argparse.Namespace) -> int:
+    backup_type = args.type
+    logger.error("trackerbackup@%s.service failed; see journalctl -u trackerbackup@%s.service",
+                 backup_type, backup_type,
+                 extra=fields(Event.UNIT_FAILED, type=backup_type))
+    if backup_type in BACKUP_TYPES:
+        runner._write_metrics(conf, backup_type, success=False, duration=0.0, size=None)
+    runner._ping(conf.monitoring.ping_failure, f"trackerbackup@{backup_type}.service failed")
+    return ExitCode.OK
+
+
+COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
+    "run": cmd_run,
+    "list": cmd_list,
+    "prune": cmd_prune,
+    "check": cmd_check,
+    "recover": cmd_recover,
+    "notify-failure": cmd_notify_failure,
+}
+
+EVENT_BY_ERROR: dict[type[TrackerBackupError], Event] = {
+    ConfigError: Event.CONFIG_INVALID,
+    LockBusy: Event.LOCK_BUSY,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as error:
+        print(f"trackerbackup: {error}", file=sys.stderr)
+        return ExitCode.USAGE
+    log.setup(args.log_target, args.verbose)
+    try:
+        conf = config.load(args.config or config.default_path())
+        return COMMANDS[args.command](conf, args)
+    except TrackerBackupError as error:
+        _log_error(error, getattr(args, "type", None))
+        return error.exit_code
+    except KeyboardInterrupt:
+        logger.error("interrupted")
+        return ExitCode.BACKUP_FAILED
+
+
+def _log_error(error: TrackerBackupError, backup_type: str | None) -> None:
+    if error.logged:
+        return
+    event = next((e for cls, e in EVENT_BY_ERROR.items() if isinstance(error, cls)), None)
+    logger.error("%s", error, extra=fields(event, type=backup_type, path=error.path,
+                                           exit_code=int(error.exit_code)))

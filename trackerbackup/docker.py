@@ -1,0 +1,135 @@
+"""The Docker boundary: the only code that runs the docker CLI.
+
+It finds the tracker's containers the way Compose labels them (project + service), falling
+back to the container name, and maps paths inside a container to host paths through the
+container's bind mounts.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from trackerbackup import execute
+from trackerbackup.errors import EnvironmentProblem
+
+PROJECT_LABEL = "com.docker.compose.project"
+SERVICE_LABEL = "com.docker.compose.service"
+
+
+@dataclass(frozen=True)
+class Container:
+    id: str
+    name: str
+    state: str  # docker's State.Status: running, paused, exited, created, ...
+
+
+class Docker:
+    def __init__(self, binary: str = "/usr/bin/docker") -> None:
+        self.binary = binary
+
+    def _run(self, *args: str, op: str) -> str:
+        if shutil.which(self.binary) is None:
+            raise EnvironmentProblem(
+                f"docker CLI not found at {self.binary}",
+                op=op,
+                hint="install docker.io (or docker-ce-cli), or set general.docker",
+            )
+        try:
+            result = execute.run((self.binary, *args), op=op)
+        except execute.CommandFailed as error:
+            if "Cannot connect to the Docker daemon" in error.stderr_tail:
+                raise EnvironmentProblem(
+                    "the Docker engine is not reachable",
+                    op=op,
+                    hint="start it (systemctl start docker) and check /run/docker.sock",
+                ) from error
+            raise
+        return result.stdout.decode()
+
+    def find(self, project: str, service: str, fallback_name: str) -> Container:
+        """The container of a Compose service, by labels first, then by name."""
+        op = f"find the {service} container"
+        out = self._run(
+            "ps", "--all", "--no-trunc", "--format", "{{.ID}}",
+            "--filter", f"label={PROJECT_LABEL}={project}",
+            "--filter", f"label={SERVICE_LABEL}={service}",
+            op=op,
+        )
+        ids = out.split()
+        if not ids and fallback_name:
+            out = self._run("ps", "--all", "--no-trunc", "--format", "{{.ID}} {{.Names}}", op=op)
+            ids = [line.split()[0] for line in out.splitlines()
+                   if line.split()[1:] == [fallback_name]]
+        if not ids:
+            raise EnvironmentProblem(
+                f"no container of service '{service}' in compose project '{project}' "
+                f"and none named '{fallback_name}'",
+                op=op,
+                hint="start the stack (docker compose up -d), or set general.compose_project "
+                "and tracker.service / tracker.container to match it",
+            )
+        containers = [self.container(container_id) for container_id in ids]
+        running = [c for c in containers if c.state in ("running", "paused")]
+        if len(running) > 1:
+            names = ", ".join(c.name for c in running)
+            raise EnvironmentProblem(
+                f"several containers match service '{service}': {names}",
+                op=op,
+                hint="set general.compose_project to the right project",
+            )
+        return running[0] if running else containers[0]
+
+    def inspect(self, ref: str) -> dict[str, Any]:
+        out = self._run("inspect", "--type", "container", ref, op=f"inspect container {ref}")
+        data: list[dict[str, Any]] = json.loads(out)
+        return data[0]
+
+    def container(self, ref: str) -> Container:
+        data = self.inspect(ref)
+        return Container(id=data["Id"], name=data["Name"].lstrip("/"),
+                         state=data["State"]["Status"])
+
+    def host_path(self, container: Container, path_in_container: str) -> Path:
+        """The host path behind `path_in_container`, through the longest matching mount."""
+        return host_path_from_mounts(
+            self.inspect(container.id).get("Mounts") or [], container.name, path_in_container
+        )
+
+    def pause(self, container: Container) -> None:
+        self._run("pause", container.id, op=f"pause container {container.name}")
+
+    def unpause(self, container: Container) -> None:
+        self._run("unpause", container.id, op=f"unpause container {container.name}")
+
+    def stop(self, container: Container, timeout_s: int = 30) -> None:
+        self._run("stop", "--time", str(timeout_s), container.id,
+                  op=f"stop container {container.name}")
+
+    def start(self, container: Container) -> None:
+        self._run("start", container.id, op=f"start container {container.name}")
+
+
+def host_path_from_mounts(
+    mounts: list[dict[str, Any]], container_name: str, path_in_container: str
+) -> Path:
+    target = PurePosixPath(path_in_container)
+    best: tuple[PurePosixPath, str] | None = None
+    for mount in mounts:
+        destination = PurePosixPath(mount.get("Destination", ""))
+        if (target == destination or destination in target.parents) and (
+            best is None or len(destination.parts) > len(best[0].parts)
+        ):
+            best = (destination, mount.get("Source", ""))
+    if best is None or not best[1]:
+        raise EnvironmentProblem(
+            f"{path_in_container} is not on any mount of container '{container_name}'",
+            op="resolve the database path",
+            hint="set sqlite.path_in_container to a path under the tracker's bind mount, "
+            "or set sqlite.host_path to the file on the host",
+        )
+    destination, source = best
+    return Path(source) / target.relative_to(destination)

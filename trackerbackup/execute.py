@@ -1,0 +1,107 @@
+"""The only module that starts processes.
+
+Callers build argv tuples and hand them over. Every exit status is checked; a failure
+raises `CommandFailed` carrying the tail of stderr with every known secret masked.
+Secrets never travel in argv: pass them through `env` or an inherited pipe.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import IO
+
+from trackerbackup.errors import BackupFailed
+
+STDERR_TAIL_BYTES = 4000
+MASK = "********"
+
+
+class CommandFailed(BackupFailed):
+    def __init__(self, argv: Sequence[str], returncode: int, stderr_tail: str, op: str) -> None:
+        self.argv = tuple(argv)
+        self.returncode = returncode
+        self.stderr_tail = stderr_tail
+        detail = f": {stderr_tail.strip()}" if stderr_tail.strip() else ""
+        super().__init__(
+            f"'{' '.join(argv)}' exited with status {returncode}{detail}",
+            op=op or "run command",
+        )
+
+
+def mask(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, MASK)
+    return text
+
+
+def _tail(data: bytes, secrets: Sequence[str]) -> str:
+    return mask(data[-STDERR_TAIL_BYTES:].decode("utf-8", "replace"), secrets)
+
+
+def run(
+    argv: Sequence[str],
+    *,
+    op: str = "",
+    secrets: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+    input_bytes: bytes | None = None,
+    timeout: float | None = None,
+    check: bool = True,
+) -> subprocess.CompletedProcess[bytes]:
+    """Run to completion, capturing output (for short outputs only: it is held in memory)."""
+    try:
+        result = subprocess.run(
+            list(argv),
+            input=input_bytes,
+            capture_output=True,
+            env=dict(env) if env is not None else None,
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired as error:
+        raise CommandFailed(argv, -1, f"timed out after {timeout} s", op) from error
+    if check and result.returncode != 0:
+        raise CommandFailed(argv, result.returncode, _tail(result.stderr, secrets), op)
+    return result
+
+
+@contextmanager
+def stream_stdout(
+    argv: Sequence[str],
+    *,
+    op: str = "",
+    secrets: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Iterator[IO[bytes]]:
+    """Yield the process's stdout as a stream; on exit wait for it and check its status.
+
+    stderr goes to a temporary file (not a pipe) so a chatty process can never deadlock
+    against a reader that is busy with stdout.
+    """
+    with tempfile.TemporaryFile() as stderr_file:
+        process = subprocess.Popen(
+            list(argv),
+            stdout=subprocess.PIPE,
+            stderr=stderr_file,
+            stdin=subprocess.DEVNULL,
+            env=dict(env) if env is not None else None,
+        )
+        assert process.stdout is not None
+        try:
+            yield process.stdout
+        except BaseException:
+            process.kill()
+            process.wait()
+            raise
+        finally:
+            process.stdout.close()
+        returncode = process.wait()
+        if returncode != 0:
+            stderr_file.seek(0, 2)
+            size = stderr_file.tell()
+            stderr_file.seek(max(0, size - STDERR_TAIL_BYTES))
+            raise CommandFailed(argv, returncode, _tail(stderr_file.read(), secrets), op)

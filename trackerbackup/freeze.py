@@ -1,0 +1,122 @@
+"""Freezing the tracker for a copy that must not race its writes, and always thawing it.
+
+`docker pause` makes the tracker's writes wait (they do not fail, and peers stay in
+memory); a stop window stops it. Either way the previous state is restored in a
+`finally`, SIGTERM from systemd reaches that `finally` (see cli.py), and a marker file in
+the run directory records what was done, so `trackerbackup recover` (the unit's
+ExecStopPost) can thaw the container even if this process was killed with SIGKILL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from trackerbackup.docker import Container, Docker
+from trackerbackup.log import Event, fields, get_logger
+
+log = get_logger()
+
+
+def _marker_dir(run_dir: Path) -> Path:
+    return run_dir / "frozen"
+
+
+def _write_marker(run_dir: Path, container: Container, action: str) -> Path:
+    directory = _marker_dir(run_dir)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    marker = directory / f"{container.id}.json"
+    temp = marker.with_suffix(".tmp")
+    temp.write_text(json.dumps({"id": container.id, "name": container.name, "action": action,
+                                "previous_state": container.state, "pid": os.getpid()}))
+    os.replace(temp, marker)
+    return marker
+
+
+class DockerFreezer:
+    """A `Freezer` (see sources/sqlite.py) backed by docker pause or a stop window."""
+
+    def __init__(self, docker: Docker, container: Container, run_dir: Path, name: str) -> None:
+        if name not in ("pause", "stop"):
+            raise ValueError(name)
+        self.name = name
+        self._docker = docker
+        self._container = container
+        self._run_dir = run_dir
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        container = self._docker.container(self._container.id)
+        if container.state != "running":
+            # Paused or stopped already: nothing writes, and it is not ours to change.
+            yield
+            return
+        marker = _write_marker(self._run_dir, container, self.name)
+        started = time.monotonic()
+        try:
+            self._freeze(container)
+            log.info("%s container %s for the copy", "paused" if self.name == "pause"
+                     else "stopped", container.name,
+                     extra=fields(Event.CONTAINER_PAUSED, container=container.name,
+                                  action=self.name))
+            yield
+        finally:
+            self._thaw(container)
+            marker.unlink(missing_ok=True)
+            seconds = time.monotonic() - started
+            log.info("container %s is running again after %.2f s", container.name, seconds,
+                     extra=fields(Event.CONTAINER_RESUMED, container=container.name,
+                                  action=self.name, duration=f"{seconds:.3f}"))
+
+    def _freeze(self, container: Container) -> None:
+        if self.name == "pause":
+            self._docker.pause(container)
+        else:
+            self._docker.stop(container)
+
+    def _thaw(self, container: Container) -> None:
+        state = self._docker.container(container.id).state
+        if state == "paused":
+            self._docker.unpause(container)
+        elif state in ("exited", "created"):
+            self._docker.start(container)
+
+
+def recover(docker: Docker, run_dir: Path) -> list[str]:
+    """Thaw every container a killed run left frozen; returns their names."""
+    directory = _marker_dir(run_dir)
+    if not directory.is_dir():
+        return []
+    thawed = []
+    for marker in sorted(directory.glob("*.json")):
+        record = json.loads(marker.read_text())
+        if _alive(record.get("pid")):
+            continue  # its run is still going and will thaw the container itself
+        container = docker.container(record["id"])
+        if container.state == "paused":
+            docker.unpause(container)
+        elif container.state in ("exited", "created") and record["previous_state"] == "running":
+            docker.start(container)
+        marker.unlink()
+        thawed.append(container.name)
+        log.warning("recovered container %s left %s by an interrupted run (pid %s)",
+                    container.name, record["action"], record.get("pid"),
+                    extra=fields(Event.CONTAINER_RESUMED, container=container.name,
+                                 action="recover"))
+    return thawed
+
+
+def _alive(pid: object) -> bool:
+    if not isinstance(pid, int) or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -1,0 +1,113 @@
+"""Logging to journald with structured fields, or readable lines on a terminal.
+
+Every record of an event carries a fixed MESSAGE_ID (see `Event`), so operators can
+filter (`journalctl MESSAGE_ID=...`) and `journalctl -x` shows the catalog entry.
+Field names are the only strings other modules need from here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+from enum import Enum
+from typing import Any
+
+
+class Event(Enum):
+    """Each kind of event and its journald MESSAGE_ID (never change a published id)."""
+
+    RUN_STARTED = "04eced8de9234198b7093312b14649ef"
+    RUN_SUCCEEDED = "63eda6234b294f85951e53ffd583bfdf"
+    RUN_FAILED = "b42e21512bf64308a57ddcd2f9ab405b"
+    PRUNED = "6a93d45794f341b5872f21d80f786b4f"
+    PARTIAL_REMOVED = "dec9427577614ced810ccb25118ea234"
+    PATH_MISSING = "1766ad87066f43fe9102f6ef93b51be5"
+    LOCK_BUSY = "c6d2dc0f7d1e488782b0e807e3d05194"
+    CONFIG_INVALID = "b94ad343ab5547b2a2af3a0f42085841"
+    SNAPSHOT_TAKEN = "5e5d5705d25d48429e77e404d572a268"
+    CONTAINER_PAUSED = "4df33f71f9dd408c9a5677b2cfe82cb8"
+    CONTAINER_RESUMED = "881ced7dab4842e6aba878066e87b9d5"
+    VERIFY_FAILED = "90ea52a59ab84112a6f1f7ef07b97392"
+    UNIT_FAILED = "3d511ab16dcd484da140b695b9a8514b"
+
+
+PRIORITY_BY_LEVEL = {
+    logging.DEBUG: 7,
+    logging.INFO: 6,
+    logging.WARNING: 4,
+    logging.ERROR: 3,
+    logging.CRITICAL: 2,
+}
+
+LOGGER_NAME = "trackerbackup"
+
+
+def get_logger() -> logging.Logger:
+    return logging.getLogger(LOGGER_NAME)
+
+
+def fields(event: Event | None = None, **extra: Any) -> dict[str, Any]:
+    """`extra=` for a logging call: journal fields as TRACKERBACKUP_<NAME>."""
+    journal: dict[str, str] = {}
+    if event is not None:
+        journal["MESSAGE_ID"] = event.value
+        journal["TRACKERBACKUP_EVENT"] = event.name
+    for key, value in extra.items():
+        if value is not None:
+            journal[f"TRACKERBACKUP_{key.upper()}"] = str(value)
+    return {"journal": journal}
+
+
+class JournalHandler(logging.Handler):
+    """Sends each record to journald with its structured fields (python3-systemd)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        # imported here: only needed under systemd
+        self._send = importlib.import_module("systemd.journal").send
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            extra: dict[str, str] = dict(getattr(record, "journal", {}))
+            self._send(
+                self.format(record),
+                PRIORITY=str(PRIORITY_BY_LEVEL.get(record.levelno, 6)),
+                SYSLOG_IDENTIFIER="trackerbackup",
+                CODE_FILE=record.pathname,
+                CODE_LINE=str(record.lineno),
+                CODE_FUNC=record.funcName,
+                **extra,
+            )
+        except Exception:
+            self.handleError(record)
+
+
+class ConsoleFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        prefix = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
+        return prefix + record.getMessage()
+
+
+def running_under_systemd() -> bool:
+    # systemd sets INVOCATION_ID for every unit it starts; JOURNAL_STREAM when stdout
+    # or stderr goes to the journal.
+    return bool(os.environ.get("INVOCATION_ID") or os.environ.get("JOURNAL_STREAM"))
+
+
+def setup(target: str = "auto", verbose: bool = False) -> None:
+    """target: 'auto' (journal under systemd, else console), 'journal' or 'console'."""
+    logger = get_logger()
+    logger.handlers.clear()
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    use_journal = target == "journal" or (target == "auto" and running_under_systemd())
+    handler: logging.Handler
+    if use_journal:
+        handler = JournalHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(ConsoleFormatter())
+    logger.addHandler(handler)

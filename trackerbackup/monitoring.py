@@ -1,0 +1,222 @@
+"""What monitoring sees of a run: a Prometheus textfile and healthchecks-style pings.
+
+Textfile: one file per backup type, `trackerbackup_<type>.prom` in node_exporter's
+textfile collector directory. One file per type means runs of different types never
+race on a shared file; only the type's own previous file is read back, to keep the last
+success timestamp and size across failed runs. Each file is published atomically (temp
+name without the `.prom` suffix in the same directory, fsync, rename, fsync of the
+directory), so node_exporter never reads half a file. Alert on
+`time() - trackerbackup_last_success_timestamp_seconds`.
+
+Pings: `ping()` never raises; a failed ping is a warning. A ping URL is a secret (its
+path or query is the check's token), so it is only ever logged masked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime
+from pathlib import Path
+
+from trackerbackup import __version__
+from trackerbackup.errors import EnvironmentProblem
+from trackerbackup.log import get_logger
+
+PING_TIMEOUT_S = 10.0
+# healthchecks.io keeps the first 100 kB of a ping body; the end of a log matters most.
+PING_BODY_MAX_BYTES = 100_000
+
+LAST_SUCCESS = "trackerbackup_last_success_timestamp_seconds"
+LAST_RUN = "trackerbackup_last_run_timestamp_seconds"
+LAST_RUN_SUCCESS = "trackerbackup_last_run_success"
+LAST_DURATION = "trackerbackup_last_duration_seconds"
+LAST_SIZE = "trackerbackup_last_size_bytes"
+
+# Same HELP text in every type's file: node_exporter merges the families of all files.
+HELP: dict[str, str] = {
+    LAST_SUCCESS: "Unix time the last successful backup of this type finished.",
+    LAST_RUN: "Unix time the last backup run of this type finished, successful or not.",
+    LAST_RUN_SUCCESS: "1 if the last backup run of this type succeeded, else 0.",
+    LAST_DURATION: "Duration of the last backup run of this type in seconds.",
+    LAST_SIZE: "Size in bytes of the last successful backup of this type.",
+}
+# Kept from the previous file when a run fails.
+KEPT_ON_FAILURE = (LAST_SUCCESS, LAST_SIZE)
+
+_SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(?P<value>\S+)")
+
+
+def textfile_path(directory: Path, backup_type: str) -> Path:
+    return directory / f"trackerbackup_{backup_type}.prom"
+
+
+def write_textfile(
+    directory: Path,
+    backup_type: str,
+    *,
+    success: bool,
+    finished: datetime,
+    duration_s: float,
+    size_bytes: int | None,
+) -> None:
+    """Publish this run's metrics for `backup_type`; raises EnvironmentProblem on I/O errors.
+
+    `finished` must be timezone-aware. After a failed run, the last success timestamp
+    and size of the previous file are kept (absent if there never was a success).
+    The caller decides whether a monitoring failure matters (normally: a warning).
+    """
+    if finished.tzinfo is None:
+        raise ValueError("finished must be a timezone-aware datetime")
+    if not re.fullmatch(r"[a-z][a-z0-9_]*", backup_type):
+        raise ValueError(f"not a backup type: {backup_type!r}")
+    path = textfile_path(directory, backup_type)
+    values: dict[str, float] = {}
+    if success:
+        values[LAST_SUCCESS] = finished.timestamp()
+        if size_bytes is not None:
+            values[LAST_SIZE] = float(size_bytes)
+    else:
+        previous = _read_samples(path)
+        for name in KEPT_ON_FAILURE:
+            if name in previous:
+                values[name] = previous[name]
+    values[LAST_RUN] = finished.timestamp()
+    values[LAST_RUN_SUCCESS] = 1.0 if success else 0.0
+    values[LAST_DURATION] = max(0.0, float(duration_s))
+    try:
+        _write_atomically(path, render(backup_type, values))
+    except OSError as exc:
+        raise EnvironmentProblem(
+            exc.strerror or str(exc),
+            op="write monitoring textfile",
+            path=str(path),
+            hint="check [monitoring] textfile_dir; the unit may need ReadWritePaths= for it",
+        ) from exc
+
+
+def render(backup_type: str, values: dict[str, float]) -> str:
+    """Prometheus text exposition format, families in a fixed order."""
+    label = f'{{type="{_escape_label(backup_type)}"}}'
+    lines: list[str] = []
+    for name, help_text in HELP.items():
+        if name not in values:
+            continue
+        lines.append(f"# HELP {name} {help_text}")
+        lines.append(f"# TYPE {name} gauge")
+        lines.append(f"{name}{label} {_format_value(values[name])}")
+    return "\n".join(lines) + "\n"
+
+
+def _format_value(value: float) -> str:
+    if math.isfinite(value) and value == int(value) and abs(value) < 2**53:
+        return str(int(value))
+    return repr(value)
+
+
+def _escape_label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def _read_samples(path: Path) -> dict[str, float]:
+    """The samples of our own previous file; unreadable or garbled lines are ignored."""
+    samples: dict[str, float] = {}
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return samples
+    for line in text.splitlines():
+        match = _SAMPLE.match(line)
+        if match is None:
+            continue
+        with contextlib.suppress(ValueError):
+            samples[match["name"]] = float(match["value"])
+    return samples
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    # The temp name does not end in .prom: node_exporter ignores it.
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            # node_exporter runs as another user; the metrics are not secret, and the
+            # service's UMask=0077 would otherwise hide them.
+            os.fchmod(out.fileno(), 0o644)
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp_name)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def mask_url(url: str) -> str:
+    """scheme://host[:port]/*** — the path, query and user info may be secrets."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return "<invalid URL>"
+    if not parts.scheme or not host:
+        return "<invalid URL>"
+    if ":" in host:
+        host = f"[{host}]"
+    hidden = "/***" if (parts.path not in ("", "/") or parts.query or parts.fragment) else "/"
+    return f"{parts.scheme}://{host}{port}{hidden}"
+
+
+def ping(url: str, body: str | None = None, timeout: float = PING_TIMEOUT_S) -> bool:
+    """GET `url`, or POST `body` (e.g. a log tail) to it; True on a 2xx answer.
+
+    Never raises: a failed ping is logged as a warning (URL masked) and returns False.
+    """
+    masked = mask_url(url)
+    logger = get_logger()
+    try:
+        scheme = urllib.parse.urlsplit(url).scheme.lower()
+    except ValueError:
+        scheme = ""
+    if scheme not in ("http", "https"):
+        logger.warning("ping %s skipped: only http and https URLs are supported", masked)
+        return False
+    data = None
+    if body is not None:
+        data = body.encode("utf-8", errors="replace")[-PING_BODY_MAX_BYTES:]
+    try:
+        request = urllib.request.Request(  # noqa: S310 - scheme checked above
+            url,
+            data=data,
+            method="GET" if data is None else "POST",
+            headers={"User-Agent": f"trackerbackup/{__version__}"},
+        )
+        if data is not None:
+            request.add_header("Content-Type", "text/plain; charset=utf-8")
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310
+            status = int(response.status)
+            response.read(1024)
+    except urllib.error.HTTPError as exc:
+        logger.warning("ping %s failed: HTTP %s", masked, exc.code)
+        return False
+    except Exception as exc:  # a ping must never break a run
+        reason = getattr(exc, "reason", exc)
+        logger.warning("ping %s failed: %s", masked, str(reason).replace(url, masked))
+        return False
+    if not 200 <= status < 300:
+        logger.warning("ping %s failed: HTTP %s", masked, status)
+        return False
+    logger.debug("ping %s ok", masked)
+    return True

@@ -1,0 +1,150 @@
+"""One backup run, start to finish: lock, clean-up, plan, preflight, write, commit, prune.
+
+A failure anywhere is logged as a failure (journal, textfile, ping) and re-raised; the
+partial directory is removed by the repository, and nothing is recorded as a success.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from trackerbackup import lock, monitoring, retention
+from trackerbackup.config import Config
+from trackerbackup.docker import Docker
+from trackerbackup.errors import EnvironmentProblem, TrackerBackupError
+from trackerbackup.log import Event, fields, get_logger
+from trackerbackup.repository import Backup, Repository
+from trackerbackup.sources import Plan, Source
+
+log = get_logger()
+
+SourceFactory = Callable[[Config, str, Docker], Source]
+
+
+@dataclass(frozen=True)
+class RunOutcome:
+    backup: Backup | None  # None for a dry run
+    plan: Plan
+    pruned: tuple[str, ...] = ()
+
+
+def make_source(config: Config, backup_type: str, docker: Docker) -> Source:
+    from trackerbackup.sources.registry import SOURCES
+
+    return SOURCES[backup_type](config, backup_type, docker)
+
+
+def run(config: Config, backup_type: str, *, dry_run: bool = False, wait: bool = False,
+        docker: Docker | None = None) -> RunOutcome:
+    docker = docker or Docker(config.general.docker)
+    repository = Repository(config.general.backup_dir)
+    with lock.hold(config.general.run_dir, backup_type, wait=wait):
+        if dry_run:
+            return RunOutcome(backup=None, plan=make_source(config, backup_type, docker).plan())
+        return _run_locked(config, backup_type, repository, docker)
+
+
+def _run_locked(config: Config, backup_type: str, repository: Repository,
+                docker: Docker) -> RunOutcome:
+    started = time.monotonic()
+    monitoring_conf = config.monitoring
+    for leftover in repository.remove_leftovers(backup_type):
+        log.warning("removed %s left by an interrupted run", leftover,
+                    extra=fields(Event.PARTIAL_REMOVED, type=backup_type, path=leftover))
+    log.info("%s backup started", backup_type, extra=fields(Event.RUN_STARTED, type=backup_type))
+    _ping(monitoring_conf.ping_start, None)
+    try:
+        source = make_source(config, backup_type, docker)
+        plan = source.plan()
+        check_free_space(config.general.backup_dir, plan.estimated_bytes,
+                         config.general.min_free_bytes)
+        with repository.begin(backup_type) as partial:
+            result = source.write(partial, plan)
+            details = {**result.details, "warnings": list(result.warnings)}
+            partial.commit(details)
+        backup = next(b for b in repository.backups(backup_type) if b.id == partial.id)
+    except BaseException as error:
+        _record_failure(config, backup_type, error, time.monotonic() - started)
+        raise
+    duration = time.monotonic() - started
+    for warning in result.warnings:
+        log.warning(warning, extra=fields(type=backup_type, id=backup.id))
+    log.info("%s backup %s succeeded: %d bytes in %.1f s", backup_type, backup.id, backup.size,
+             duration, extra=fields(Event.RUN_SUCCEEDED, type=backup_type, id=backup.id,
+                                    size=backup.size, duration=f"{duration:.3f}",
+                                    path=backup.path))
+    _write_metrics(config, backup_type, success=True, duration=duration, size=backup.size)
+    _ping(monitoring_conf.ping_success, None)
+    pruned = prune(config, backup_type, repository, dry_run=False)
+    return RunOutcome(backup=backup, plan=plan, pruned=tuple(d.backup.id for d in pruned
+                                                             if not d.keep))
+
+
+def _record_failure(config: Config, backup_type: str, error: BaseException,
+                    duration: float) -> None:
+    message = str(error) if isinstance(error, TrackerBackupError) else repr(error)
+    if isinstance(error, TrackerBackupError):
+        error.logged = True
+    log.error("%s backup failed: %s", backup_type, message,
+              extra=fields(Event.RUN_FAILED, type=backup_type, duration=f"{duration:.3f}",
+                           error=type(error).__name__))
+    _write_metrics(config, backup_type, success=False, duration=duration, size=None)
+    _ping(config.monitoring.ping_failure, message)
+
+
+def _write_metrics(config: Config, backup_type: str, *, success: bool, duration: float,
+                   size: int | None) -> None:
+    directory = config.monitoring.textfile_dir
+    if directory is None:
+        return
+    try:
+        monitoring.write_textfile(directory, backup_type, success=success,
+                                  finished=datetime.now(UTC), duration_s=duration,
+                                  size_bytes=size)
+    except OSError as error:
+        log.warning("cannot write the metrics textfile in %s: %s", directory, error,
+                    extra=fields(type=backup_type))
+
+
+def _ping(url: str, body: str | None) -> None:
+    if url:
+        monitoring.ping(url, body)
+
+
+def check_free_space(directory: Path, needed: int, head_room: int) -> None:
+    probe = directory
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < needed + head_room:
+        raise EnvironmentProblem(
+            f"not enough free space: the backup needs about {needed:,} bytes"
+            f" (+{head_room:,} head room), {free:,} are free",
+            op="check free space",
+            path=str(directory),
+            hint="free space there, lower retention, or point general.backup_dir elsewhere",
+        )
+
+
+def prune(config: Config, backup_type: str, repository: Repository | None = None, *,
+          dry_run: bool) -> list[retention.Decision]:
+    """Apply the type's retention. Caller holds the lock (run) or takes it (cli prune)."""
+    repository = repository or Repository(config.general.backup_dir)
+    backups = {b.id: b for b in repository.backups(backup_type)}
+    refs = [retention.BackupRef(id=b.id, started=b.started, verified=b.verified)
+            for b in backups.values()]
+    decisions = retention.decide(refs, datetime.now(UTC), config.type(backup_type).retention)
+    if dry_run:
+        return decisions
+    for decision in decisions:
+        if not decision.keep:
+            repository.delete(backups[decision.backup.id])
+            log.info("pruned %s backup %s (%s)", backup_type, decision.backup.id,
+                     ", ".join(decision.reasons),
+                     extra=fields(Event.PRUNED, type=backup_type, id=decision.backup.id))
+    return decisions

@@ -1,0 +1,118 @@
+"""The database type: the tracker's database, by its driver.
+
+SQLite: the file is found through the tracker container's bind mount (`docker inspect`)
+or taken from `sqlite.host_path`; the snapshot itself is `sources/sqlite.py`, which
+freezes the tracker through `freeze.DockerFreezer` when the copy would stall its writers
+for longer than the budget.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from trackerbackup.config import Config, TypeSettings
+from trackerbackup.docker import Container, Docker
+from trackerbackup.errors import EnvironmentProblem, TrackerBackupError, UsageError
+from trackerbackup.freeze import DockerFreezer
+from trackerbackup.log import Event, fields, get_logger
+from trackerbackup.repository import PartialBackup
+from trackerbackup.sources import Plan, Source, SourceResult, sqlite
+from trackerbackup.stream import SUFFIX, copy_into
+
+log = get_logger()
+
+
+def database_source(config: Config, backup_type: str, docker: Docker) -> Source:
+    if config.tracker.driver == "sqlite":
+        return TrackerSqliteSource(config, config.type(backup_type), docker)
+    raise UsageError(f"tracker.driver = {config.tracker.driver!r} is not supported",
+                     hint="set tracker.driver = \"sqlite\"")
+
+
+class TrackerSqliteSource:
+    def __init__(self, config: Config, settings: TypeSettings, docker: Docker) -> None:
+        self.config = config
+        self.settings = settings
+        self.docker = docker
+        self.policy = sqlite.SqlitePolicy(
+            max_writer_stall=config.sqlite.max_writer_stall,
+            over_budget=config.sqlite.over_budget,  # type: ignore[arg-type]
+            integrity_check=config.sqlite.integrity_check,  # type: ignore[arg-type]
+        )
+        self._located: tuple[Path, Container | None] | None = None
+
+    def locate(self) -> tuple[Path, Container | None]:
+        """The database file on the host, and the tracker container (None if absent and
+        not needed because `sqlite.host_path` was given)."""
+        if self._located is None:
+            self._located = self._locate()
+        return self._located
+
+    def _locate(self) -> tuple[Path, Container | None]:
+        general, tracker = self.config.general, self.config.tracker
+        if self.config.sqlite.host_path is not None:
+            try:
+                container = self.docker.find(general.compose_project, tracker.service,
+                                             tracker.container)
+            except TrackerBackupError:
+                container = None
+            return self.config.sqlite.host_path, container
+        container = self.docker.find(general.compose_project, tracker.service,
+                                     tracker.container)
+        return self.docker.host_path(container, self.config.sqlite.path_in_container), container
+
+    def plan(self) -> Plan:
+        path, container = self.locate()
+        info = sqlite.inspect(path, self.policy)
+        warnings = (info.advice,) if info.advice else ()
+        return Plan(
+            items=(str(path),),
+            # the raw snapshot and its compressed copy exist side by side for a moment
+            estimated_bytes=2 * info.size_bytes,
+            warnings=warnings,
+            details={
+                "container": container.name if container else "",
+                "journal_mode": info.journal_mode,
+                "size_bytes": info.size_bytes,
+                "estimated_stall_seconds": round(info.estimated_stall_seconds, 3),
+                "max_writer_stall": self.policy.max_writer_stall,
+            },
+        )
+
+    def _freezer(self, container: Container | None) -> sqlite.FreezerFactory | None:
+        if container is None:
+            return None
+        run_dir = self.config.general.run_dir
+
+        def factory(name: str) -> sqlite.Freezer:
+            return DockerFreezer(self.docker, container, run_dir, name)
+
+        return factory
+
+    def write(self, backup: PartialBackup, plan: Plan) -> SourceResult:
+        path, container = self.locate()
+        scratch = backup.scratch(path.name)
+        report = sqlite.snapshot(path, scratch, self.policy, self._freezer(container))
+        log.info("snapshot of %s (%s mode, %s): writers stalled %.0f ms", path,
+                 report.journal_mode, report.strategy, report.lock_held_seconds * 1000,
+                 extra=fields(Event.SNAPSHOT_TAKEN, type=backup.type, id=backup.id, path=path,
+                              strategy=report.strategy, journal_mode=report.journal_mode,
+                              stall_ms=round(report.lock_held_seconds * 1000),
+                              size=report.size_bytes))
+        name = path.name + SUFFIX[self.settings.compression]
+        try:
+            with backup.artifact(name, self.settings.compression,
+                                 self.settings.compression_level) as out, \
+                    open(scratch, "rb") as raw:
+                copy_into(raw, out)
+        except OSError as error:
+            raise EnvironmentProblem(f"cannot store the snapshot: {error.strerror}",
+                                     op="store snapshot", path=str(backup.path)) from error
+        finally:
+            scratch.unlink(missing_ok=True)
+        return SourceResult(
+            details={"source": {"kind": "sqlite", "path": str(path),
+                                "container": container.name if container else "",
+                                **report.to_manifest()}},
+            warnings=plan.warnings,
+        )

@@ -1,0 +1,195 @@
+"""Streaming artifact files: data -> compressor -> sha256 -> file, with flat memory.
+
+An `ArtifactWriter` is a write-only binary stream. It hashes the raw data (what a restore
+gets back) and the stored bytes (what lies on disk), fsyncs on close, and describes itself
+as an `ArtifactInfo` for the manifest. `verify_artifact` reads a stored artifact back
+through the decompressor and checks both hashes.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Protocol, cast
+
+import zstandard
+
+from trackerbackup.errors import BackupFailed
+
+CHUNK = 1 << 20
+
+
+class Writable(Protocol):
+    def write(self, data: bytes, /) -> int: ...
+SUFFIX = {"zstd": ".zst", "gzip": ".gz", "none": ""}
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    name: str
+    size: int  # bytes on disk
+    sha256: str  # of the bytes on disk
+    raw_size: int  # bytes before compression
+    raw_sha256: str  # of the bytes before compression
+    compression: str
+
+    def to_manifest(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "size": self.size,
+            "sha256": self.sha256,
+            "raw_size": self.raw_size,
+            "raw_sha256": self.raw_sha256,
+            "compression": self.compression,
+        }
+
+
+class _HashingFile(io.RawIOBase):
+    """The bottom of the chain: counts, hashes and writes the stored bytes."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self._handle = handle
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data)
+        self._handle.write(view)
+        self.digest.update(view)
+        self.size += len(view)
+        return len(view)
+
+
+class ArtifactWriter(io.RawIOBase):
+    """Write raw bytes; they land compressed in `path`. Use as a context manager."""
+
+    def __init__(self, path: Path, compression: str = "zstd", level: int = 3) -> None:
+        super().__init__()
+        self.path = path
+        self.compression = compression
+        self._handle = open(path, "xb")  # noqa: SIM115 - closed in close()
+        os.fchmod(self._handle.fileno(), 0o600)
+        self._stored = _HashingFile(self._handle)
+        self._raw_digest = hashlib.sha256()
+        self._raw_size = 0
+        self._compressor: Any = self._open_compressor(compression, level)
+        self.info: ArtifactInfo | None = None
+
+    def _open_compressor(self, compression: str, level: int) -> Any:
+        if compression == "zstd":
+            # threads=-1: one worker per core; the zstd frame stays standard.
+            compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
+            return compressor.stream_writer(cast(IO[bytes], self._stored), closefd=False)
+        if compression == "gzip":
+            return gzip.GzipFile(fileobj=self._stored, mode="wb", compresslevel=min(level, 9),
+                                 mtime=0)
+        if compression == "none":
+            return self._stored
+        raise ValueError(f"unknown compression {compression!r}")
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        view = memoryview(data).cast("B")
+        self._raw_digest.update(view)
+        self._raw_size += len(view)
+        self._compressor.write(view)
+        return len(view)
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        try:
+            if self.info is None and not self._handle.closed:
+                self._finish()
+        finally:
+            self._handle.close()
+            super().close()
+
+    def abort(self) -> None:
+        """Close without finishing: the file is incomplete and must be discarded."""
+        self.info = None
+        self._handle.close()
+        super().close()
+
+    def _finish(self) -> None:
+        if self._compressor is not self._stored:
+            if self.compression == "zstd":
+                self._compressor.flush(zstandard.FLUSH_FRAME)
+            self._compressor.close()
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+        self.info = ArtifactInfo(
+            name=self.path.name,
+            size=self._stored.size,
+            sha256=self._stored.digest.hexdigest(),
+            raw_size=self._raw_size,
+            raw_sha256=self._raw_digest.hexdigest(),
+            compression=self.compression,
+        )
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        if exc_type is not None:
+            self.abort()
+        else:
+            self.close()
+
+
+def open_raw(path: Path, compression: str) -> IO[bytes]:
+    """The decompressed content of a stored artifact, as a stream."""
+    handle = open(path, "rb")  # noqa: SIM115 - returned to the caller
+    if compression == "zstd":
+        return cast(IO[bytes], zstandard.ZstdDecompressor().stream_reader(handle, closefd=True))
+    if compression == "gzip":
+        return cast(IO[bytes], gzip.GzipFile(fileobj=handle, mode="rb"))
+    return handle
+
+
+def verify_artifact(path: Path, info: ArtifactInfo) -> None:
+    """Read the artifact back from disk and check its stored and raw sizes and hashes."""
+    stored = hashlib.sha256()
+    stored_size = 0
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            stored.update(chunk)
+            stored_size += len(chunk)
+    if stored_size != info.size or stored.hexdigest() != info.sha256:
+        raise BackupFailed("stored bytes differ from what was written", op="verify artifact",
+                           path=str(path), hint="check the disk under the backup directory")
+    raw = hashlib.sha256()
+    raw_size = 0
+    try:
+        with open_raw(path, info.compression) as reader:
+            while chunk := reader.read(CHUNK):
+                raw.update(chunk)
+                raw_size += len(chunk)
+    except (OSError, EOFError, zstandard.ZstdError) as error:
+        raise BackupFailed(f"cannot decompress: {error}", op="verify artifact",
+                           path=str(path)) from error
+    if raw_size != info.raw_size or raw.hexdigest() != info.raw_sha256:
+        raise BackupFailed("decompressed content differs from what was written",
+                           op="verify artifact", path=str(path))
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def copy_into(source: IO[bytes], writer: Writable) -> int:
+    copied = 0
+    while chunk := source.read(CHUNK):
+        writer.write(chunk)
+        copied += len(chunk)
+    return copied
