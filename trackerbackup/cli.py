@@ -80,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate configuration and environment")
     check.add_argument("type", metavar="TYPE", nargs="?", help="only this type")
 
+    sqlite_cmd = commands.add_parser("sqlite", help="SQLite maintenance")
+    sqlite_actions = sqlite_cmd.add_subparsers(dest="sqlite_action", required=True,
+                                               metavar="ACTION", parser_class=Parser)
+    sqlite_actions.add_parser("enable-wal", help="switch the tracker's database to WAL mode "
+                              "(stops the tracker for a moment, then restores its state)")
+
     commands.add_parser("recover", help="thaw a tracker container an interrupted run left "
                         "paused or stopped (the service's ExecStopPost)")
     failure = commands.add_parser("notify-failure",
@@ -186,6 +192,14 @@ def cmd_check(conf: Config, args: argparse.Namespace) -> int:
     return ExitCode.ENVIRONMENT if problems else ExitCode.OK
 
 
+def cmd_sqlite(conf: Config, args: argparse.Namespace) -> int:
+    from trackerbackup.sources.database import enable_wal
+
+    path = enable_wal(conf, Docker(conf.general.docker))
+    print(f"{path} is in WAL mode: snapshots no longer block the tracker's writers")
+    return ExitCode.OK
+
+
 def cmd_recover(conf: Config, args: argparse.Namespace) -> int:
     thawed = freeze.recover(Docker(conf.general.docker), conf.general.run_dir)
     for name in thawed:
@@ -209,6 +223,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "list": cmd_list,
     "prune": cmd_prune,
     "check": cmd_check,
+    "sqlite": cmd_sqlite,
     "recover": cmd_recover,
     "notify-failure": cmd_notify_failure,
 }

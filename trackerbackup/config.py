@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from trackerbackup.errors import ConfigError
-from trackerbackup.retention import RetentionPolicy
+from trackerbackup.retention import RetentionPolicy, policy_problems
 
 DEFAULT_PATH = Path("/etc/trackerbackup/trackerbackup.toml")
 ENV_VAR = "TRACKERBACKUP_CONFIG"
@@ -317,6 +317,10 @@ def _build(values: dict[str, dict[str, Any]], source: str, problems: list[str]) 
         if url and not url.startswith(("http://", "https://")):
             problems.append(f"monitoring.{key}: expected an http:// or https:// URL")
     types = {name: _build_type(name, values[name]) for name in BACKUP_TYPES}
+    for name, settings in types.items():
+        problems.extend(f"{name}.retention: {problem}"
+                        for problem in policy_problems(settings.retention)
+                        if "keep rule" in problem)  # negative values were reported above
     if problems:
         raise ConfigError(source, problems)
     return Config(

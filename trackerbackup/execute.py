@@ -16,17 +16,19 @@ from typing import IO
 from trackerbackup.errors import BackupFailed
 
 STDERR_TAIL_BYTES = 4000
+READ_TAIL_BYTES = STDERR_TAIL_BYTES + 1024
 MASK = "********"
 
 
 class CommandFailed(BackupFailed):
-    def __init__(self, argv: Sequence[str], returncode: int, stderr_tail: str, op: str) -> None:
-        self.argv = tuple(argv)
+    def __init__(self, argv: Sequence[str], returncode: int, stderr_tail: str, op: str,
+                 secrets: Sequence[str] = ()) -> None:
+        self.argv = tuple(mask(arg, secrets) for arg in argv)
         self.returncode = returncode
         self.stderr_tail = stderr_tail
         detail = f": {stderr_tail.strip()}" if stderr_tail.strip() else ""
         super().__init__(
-            f"'{' '.join(argv)}' exited with status {returncode}{detail}",
+            f"'{' '.join(self.argv)}' exited with status {returncode}{detail}",
             op=op or "run command",
         )
 
@@ -39,7 +41,9 @@ def mask(text: str, secrets: Sequence[str]) -> str:
 
 
 def _tail(data: bytes, secrets: Sequence[str]) -> str:
-    return mask(data[-STDERR_TAIL_BYTES:].decode("utf-8", "replace"), secrets)
+    # Mask before cutting, so a secret straddling the cut cannot leak in part.
+    text = mask(data[-READ_TAIL_BYTES:].decode("utf-8", "replace"), secrets)
+    return text[-STDERR_TAIL_BYTES:]
 
 
 def run(
@@ -63,9 +67,9 @@ def run(
             check=False,
         )
     except subprocess.TimeoutExpired as error:
-        raise CommandFailed(argv, -1, f"timed out after {timeout} s", op) from error
+        raise CommandFailed(argv, -1, f"timed out after {timeout} s", op, secrets) from error
     if check and result.returncode != 0:
-        raise CommandFailed(argv, result.returncode, _tail(result.stderr, secrets), op)
+        raise CommandFailed(argv, result.returncode, _tail(result.stderr, secrets), op, secrets)
     return result
 
 
@@ -103,5 +107,6 @@ def stream_stdout(
         if returncode != 0:
             stderr_file.seek(0, 2)
             size = stderr_file.tell()
-            stderr_file.seek(max(0, size - STDERR_TAIL_BYTES))
-            raise CommandFailed(argv, returncode, _tail(stderr_file.read(), secrets), op)
+            stderr_file.seek(max(0, size - READ_TAIL_BYTES))
+            raise CommandFailed(argv, returncode, _tail(stderr_file.read(), secrets), op,
+                                secrets)

@@ -11,6 +11,7 @@ import importlib
 import logging
 import os
 import sys
+import time
 from enum import Enum
 from typing import Any
 
@@ -96,6 +97,41 @@ def running_under_systemd() -> bool:
     return bool(os.environ.get("INVOCATION_ID") or os.environ.get("JOURNAL_STREAM"))
 
 
+class Progress:
+    """A one-line progress indicator for long steps, shown only on an interactive console."""
+
+    enabled = False  # set by setup(): console target and stderr is a terminal
+    INTERVAL = 0.5
+
+    def __init__(self, label: str, total: int | None) -> None:
+        self.label = label
+        self.total = total
+        self.done = 0
+        self._shown_at = 0.0
+
+    def advance(self, count: int) -> None:
+        self.done += count
+        now = time.monotonic()
+        if self.enabled and now - self._shown_at >= self.INTERVAL:
+            self._shown_at = now
+            self._show()
+
+    def _show(self) -> None:
+        mib = self.done / 2**20
+        if self.total:
+            percent = min(100.0, 100.0 * self.done / self.total)
+            text = f"{self.label}: {mib:,.0f} MiB of {self.total / 2**20:,.0f} ({percent:.0f}%)"
+        else:
+            text = f"{self.label}: {mib:,.0f} MiB"
+        sys.stderr.write(f"\r\x1b[K{text}")
+        sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.enabled and self._shown_at:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+
+
 def setup(target: str = "auto", verbose: bool = False) -> None:
     """target: 'auto' (journal under systemd, else console), 'journal' or 'console'."""
     logger = get_logger()
@@ -110,4 +146,5 @@ def setup(target: str = "auto", verbose: bool = False) -> None:
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(ConsoleFormatter())
+    Progress.enabled = not use_journal and sys.stderr.isatty()
     logger.addHandler(handler)

@@ -26,7 +26,6 @@ from datetime import datetime
 from pathlib import Path
 
 from trackerbackup import __version__
-from trackerbackup.errors import EnvironmentProblem
 from trackerbackup.log import get_logger
 
 PING_TIMEOUT_S = 10.0
@@ -66,7 +65,7 @@ def write_textfile(
     duration_s: float,
     size_bytes: int | None,
 ) -> None:
-    """Publish this run's metrics for `backup_type`; raises EnvironmentProblem on I/O errors.
+    """Publish this run's metrics for `backup_type`; raises OSError if that fails.
 
     `finished` must be timezone-aware. After a failed run, the last success timestamp
     and size of the previous file are kept (absent if there never was a success).
@@ -90,15 +89,7 @@ def write_textfile(
     values[LAST_RUN] = finished.timestamp()
     values[LAST_RUN_SUCCESS] = 1.0 if success else 0.0
     values[LAST_DURATION] = max(0.0, float(duration_s))
-    try:
-        _write_atomically(path, render(backup_type, values))
-    except OSError as exc:
-        raise EnvironmentProblem(
-            exc.strerror or str(exc),
-            op="write monitoring textfile",
-            path=str(path),
-            hint="check [monitoring] textfile_dir; the unit may need ReadWritePaths= for it",
-        ) from exc
+    _write_atomically(path, render(backup_type, values))
 
 
 def render(backup_type: str, values: dict[str, float]) -> str:

@@ -188,9 +188,10 @@ class PartialBackup:
         return self.path.with_name(self.id)
 
     @contextmanager
-    def artifact(self, name: str, compression: str, level: int) -> Iterator[ArtifactWriter]:
+    def artifact(self, name: str, compression: str, level: int,
+                 expected_bytes: int | None = None) -> Iterator[ArtifactWriter]:
         """Write one artifact; it is recorded (and read back to verify) when the block ends."""
-        writer = ArtifactWriter(self.path / name, compression, level)
+        writer = ArtifactWriter(self.path / name, compression, level, expected_bytes)
         with writer:
             yield writer
         assert writer.info is not None

@@ -19,6 +19,7 @@ from typing import IO, Any, Protocol, cast
 import zstandard
 
 from trackerbackup.errors import BackupFailed
+from trackerbackup.log import Progress
 
 CHUNK = 1 << 20
 
@@ -70,8 +71,10 @@ class _HashingFile(io.RawIOBase):
 class ArtifactWriter(io.RawIOBase):
     """Write raw bytes; they land compressed in `path`. Use as a context manager."""
 
-    def __init__(self, path: Path, compression: str = "zstd", level: int = 3) -> None:
+    def __init__(self, path: Path, compression: str = "zstd", level: int = 3,
+                 expected_bytes: int | None = None) -> None:
         super().__init__()
+        self._progress = Progress(f"writing {path.name}", expected_bytes)
         self.path = path
         self.compression = compression
         self._handle = open(path, "xb")  # noqa: SIM115 - closed in close()
@@ -102,6 +105,7 @@ class ArtifactWriter(io.RawIOBase):
         self._raw_digest.update(view)
         self._raw_size += len(view)
         self._compressor.write(view)
+        self._progress.advance(len(view))
         return len(view)
 
     def close(self) -> None:
@@ -121,6 +125,7 @@ class ArtifactWriter(io.RawIOBase):
         super().close()
 
     def _finish(self) -> None:
+        self._progress.finish()
         if self._compressor is not self._stored:
             if self.compression == "zstd":
                 self._compressor.flush(zstandard.FLUSH_FRAME)

@@ -78,6 +78,8 @@ def test_example_mentions_every_key() -> None:
          "line 2: monitoring.ping_success: expected an http:// or https:// URL"),
         ("general = 3\n", "line 1: general: must be a table, not an integer"),
         ("[storage]\nretention = 1\n", "line 2: storage.retention: must be a table"),
+        ("[database.retention]\nkeep_last = 0\nkeep_daily = 0\n",
+         "line 1: database.retention: no keep rule is set"),
     ],
 )
 def test_each_mistake_names_key_line_and_expectation(

@@ -93,16 +93,18 @@ class TrackerSqliteSource:
         path, container = self.locate()
         scratch = backup.scratch(path.name)
         report = sqlite.snapshot(path, scratch, self.policy, self._freezer(container))
-        log.info("snapshot of %s (%s mode, %s): writers stalled %.0f ms", path,
-                 report.journal_mode, report.strategy, report.lock_held_seconds * 1000,
+        stall = max(report.lock_held_seconds, report.freeze_seconds)
+        log.info("snapshot of %s (%s mode, %s): tracker writes waited at most %.0f ms", path,
+                 report.journal_mode, report.strategy, stall * 1000,
                  extra=fields(Event.SNAPSHOT_TAKEN, type=backup.type, id=backup.id, path=path,
                               strategy=report.strategy, journal_mode=report.journal_mode,
-                              stall_ms=round(report.lock_held_seconds * 1000),
+                              stall_ms=round(stall * 1000),
+                              frozen_ms=round(report.freeze_seconds * 1000),
                               size=report.size_bytes))
         name = path.name + SUFFIX[self.settings.compression]
         try:
             with backup.artifact(name, self.settings.compression,
-                                 self.settings.compression_level) as out, \
+                                 self.settings.compression_level, report.size_bytes) as out, \
                     open(scratch, "rb") as raw:
                 copy_into(raw, out)
         except OSError as error:
@@ -116,3 +118,17 @@ class TrackerSqliteSource:
                                 **report.to_manifest()}},
             warnings=plan.warnings,
         )
+
+
+def enable_wal(config: Config, docker: Docker) -> Path:
+    """Switch the tracker's SQLite database to WAL, with the tracker stopped meanwhile."""
+    source = TrackerSqliteSource(config, config.type("database"), docker)
+    path, container = source.locate()
+    if container is None:
+        raise EnvironmentProblem(
+            "the tracker container was not found, so it cannot be stopped for the switch",
+            op="enable WAL", path=str(path),
+            hint="set tracker.container / general.compose_project to find it",
+        )
+    sqlite.enable_wal(path, DockerFreezer(docker, container, config.general.run_dir, "stop"))
+    return path

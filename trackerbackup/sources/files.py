@@ -191,8 +191,8 @@ class FilesSource:
             log.warning("configured path does not exist, skipped: %s", path,
                         extra=fields(Event.PATH_MISSING, type=backup.type, path=path))
         name = self.artifact_stem + SUFFIX[self.settings.compression]
-        with backup.artifact(name, self.settings.compression,
-                             self.settings.compression_level) as out:
+        with backup.artifact(name, self.settings.compression, self.settings.compression_level,
+                             plan.estimated_bytes) as out:
             tar = TarWriter(out)
             for path in self.files.walk():
                 tar.add(path)

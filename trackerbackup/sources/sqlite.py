@@ -3,14 +3,18 @@
 Usable for any SQLite file (the tracker's database, Grafana's grafana.db). The journal
 mode is read from the file header on every run:
 
-- WAL: one read transaction and a single-step online backup (`backup(pages=-1)`).
-  Readers never block WAL writers, and a single step never restarts.
+- WAL: a read transaction pins a snapshot while the database file and its -wal are
+  copied at full disk speed; the copy's WAL is then checkpointed into one file (see
+  `_wal_pinned_copy` for why that is consistent). Readers never block WAL writers.
+  (Measured on 5 M rows: the online backup API in one step took 3-7x as long as `cp`,
+  VACUUM INTO about 25x.)
 - Rollback journal (the tracker's default): hold a SHARED lock and copy the file at
   full disk speed (reflink, then copy_file_range, then sendfile). Writers cannot commit
   while the lock is held, so the lock time is the stall they see. The copy runs
-  unfrozen only when it fits `max_writer_stall`, and is abandoned (lock released) as
-  soon as it overruns the budget. Over the budget the tracker is paused or stopped for
-  the copy through a `Freezer`, or the run fails, as the policy says.
+  unfrozen only when it is estimated to fit `max_writer_stall`, and is abandoned (lock
+  released) as soon as it overruns the budget. Over the budget the tracker is paused
+  (lock taken first, released before it resumes) or stopped for the copy through a
+  `Freezer`, or the run fails, as `over_budget` says.
 
 The snapshot is then verified: integrity_check (or quick_check) must say exactly "ok".
 
@@ -28,7 +32,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -57,6 +61,8 @@ RATE_SAMPLE_PIECES = 8
 COPY_COST_OVER_READ = 2.0
 
 COPY_CHUNK_BYTES = 16 * 1024 * 1024
+READ_FLAGS = os.O_RDONLY | os.O_CLOEXEC
+WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 FICLONE = 0x40049409
 COPY_UNSUPPORTED = {errno.EXDEV, errno.EOPNOTSUPP, errno.ENOTTY, errno.EINVAL, errno.ENOSYS}
 
@@ -117,7 +123,8 @@ class SnapshotReport:
     """What happened, for the manifest and the log.
 
     lock_held_seconds: how long running writers were kept from committing by our lock
-    (near 0 in WAL mode; while the tracker is frozen its writers see freeze_seconds).
+    (0 in WAL mode; while the tracker is frozen its writers see freeze_seconds).
+    copy_seconds: until a consistent copy existed; duration_seconds adds verification.
     """
 
     journal_mode: JournalMode
@@ -132,6 +139,7 @@ class SnapshotReport:
     lock_held_seconds: float
     estimated_stall_seconds: float
     freeze_seconds: float
+    copy_seconds: float
     duration_seconds: float
 
     def to_manifest(self) -> dict[str, Any]:
@@ -301,19 +309,20 @@ def snapshot(
     estimate = 0.0
     try:
         if header.journal_mode == "wal":
-            copy = _wal_online_backup(db_path, dest)
+            copy = _wal_pinned_copy(db_path, dest)
         else:
             estimate = estimated_stall("rollback", size, copy_rate(db_path, size, policy))
             copy = _rollback_copy(db_path, dest, policy, freezer, estimate)
+        copied_at = time.monotonic()
         checked = verify_snapshot(dest, policy.integrity_check)
     except OSError as error:
-        dest.unlink(missing_ok=True)
+        _remove_copy(dest)
         raise EnvironmentProblem(
             f"cannot copy the database: {error.strerror}", op=OP, path=str(dest),
             hint="check free space and permissions where the snapshot is written",
         ) from error
     except BaseException:
-        dest.unlink(missing_ok=True)
+        _remove_copy(dest)
         raise
     report = SnapshotReport(
         journal_mode=header.journal_mode,
@@ -328,6 +337,7 @@ def snapshot(
         lock_held_seconds=copy.lock_held_seconds,
         estimated_stall_seconds=estimate,
         freeze_seconds=copy.freeze_seconds,
+        copy_seconds=copied_at - started,
         duration_seconds=time.monotonic() - started,
     )
     _warn_if_over_budget(db_path, report, policy)
@@ -346,18 +356,45 @@ def _warn_if_over_budget(db_path: Path, report: SnapshotReport, policy: SqlitePo
 # ------------------------------------------------------------------------------- WAL
 
 
-def _wal_online_backup(db_path: Path, dest: Path) -> _Copy:
-    _create_private(dest)
+def _wal_pinned_copy(db_path: Path, dest: Path) -> _Copy:
+    """Copies the database file and its -wal at disk speed under a WAL read transaction,
+    then checkpoints the copy into one file.
+
+    Why this is consistent: while our read transaction is open, checkpoints write into
+    the database file only page versions from WAL frames at or before our snapshot (and
+    none at all while we read through read-mark 0), and the WAL cannot be restarted
+    under frames we use. So every page that may change under the copy also sits in the
+    copied -wal, which the copy's recovery replays up to its last valid commit (frames
+    torn or appended during the copy fail their checksums and are ignored). Writers
+    never wait for a WAL reader.
+    """
+    with ExitStack() as files:  # closed after the connection: see _locked_copy
+        source_fd = _open_fd(files, db_path, READ_FLAGS)
+        target_fd = _open_fd(files, dest, WRITE_FLAGS)
+        with _closing(_wal_reader(db_path)) as reader, _read_transaction(reader, db_path):
+            method = copy_file(source_fd, target_fd, os.fstat(source_fd).st_size)
+            _copy_wal(files, db_path, dest)
+    _checkpoint_copy(dest)
+    return _Copy(strategy="wal-pinned-copy", copy_method=method)
+
+
+def _copy_wal(files: ExitStack, db_path: Path, dest: Path) -> None:
     try:
-        with _closing(_wal_reader(db_path)) as source, _closing(_connect(dest)) as target:
-            # Nothing to roll back in a file that is new.
-            target.execute("PRAGMA journal_mode = OFF")
-            target.execute("PRAGMA synchronous = OFF")
-            # One step: a multi-step backup restarts whenever another process commits.
-            source.backup(target, pages=-1)
+        wal_fd = _open_fd(files, _wal_of(db_path), READ_FLAGS)
+    except FileNotFoundError:
+        return
+    copy_file(wal_fd, _open_fd(files, _wal_of(dest), WRITE_FLAGS), os.fstat(wal_fd).st_size)
+
+
+def _checkpoint_copy(dest: Path) -> None:
+    try:
+        with _closing(_connect(dest)) as copy:
+            busy = copy.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
     except sqlite3.Error as error:
-        raise _sqlite_failure(error, db_path) from error
-    return _Copy(strategy="wal-online-backup", copy_method="sqlite-backup-api")
+        raise _corrupt(dest, "wal_checkpoint", str(error)) from error
+    if busy:
+        raise BackupFailed("the copy's WAL could not be checkpointed", op=OP, path=str(dest))
+    _wal_of(dest).unlink(missing_ok=True)
 
 
 def _wal_reader(db_path: Path) -> sqlite3.Connection:
@@ -369,6 +406,10 @@ def _wal_reader(db_path: Path) -> sqlite3.Connection:
     # Read-write so that, if we are its last user, SQLite removes the -wal and -shm it
     # creates when we close (a read-only connection would leave them behind).
     return _connect(db_path)
+
+
+def _wal_of(db_path: Path) -> Path:
+    return Path(f"{db_path}-wal")
 
 
 # -------------------------------------------------------------------- rollback journal
@@ -384,7 +425,7 @@ def _rollback_copy(
     held_unfrozen = 0.0
     if estimate <= policy.max_writer_stall:
         try:
-            return _locked_copy(db_path, dest, deadline=policy.max_writer_stall)
+            return _locked_copy(db_path, dest, budget=policy.max_writer_stall)
         except _OverBudget as over:
             held_unfrozen = over.held
             log.warning(
@@ -417,38 +458,58 @@ def _over_budget_copy(
             "to %s; copying under the lock", db_path, estimate, policy.max_writer_stall,
             policy.over_budget, extra=fields(path=db_path),
         )
-        return _locked_copy(db_path, dest, deadline=None)
-    return _frozen_locked_copy(db_path, dest, freezer(policy.over_budget))
+        return _locked_copy(db_path, dest, budget=None)
+    if policy.over_budget == "pause":
+        return _paused_copy(db_path, dest, freezer("pause"))
+    return _stopped_copy(db_path, dest, freezer("stop"))
 
 
-def _frozen_locked_copy(db_path: Path, dest: Path, freezer: Freezer) -> _Copy:
-    """Copies under the lock with the writers frozen.
+def _paused_copy(db_path: Path, dest: Path, freezer: Freezer) -> _Copy:
+    """Takes the lock, pauses, copies, releases the lock, resumes.
 
-    A writer frozen in the middle of a commit holds a lock that excludes ours; then let
-    it run again, give it a moment to finish, and freeze again.
+    Lock first: a writer paused in the middle of a commit would hold a lock that
+    excludes ours. Running writers wait for our lock only while the pause takes effect
+    (reported as lock_held_seconds); the lock is released before they run again.
     """
-    strategy = "locked-copy-paused" if freezer.name == "pause" else "locked-copy-stopped"
-    frozen_total = 0.0
+    with ExitStack() as files, ExitStack() as lock:
+        source_fd = _open_fd(files, db_path, READ_FLAGS)
+        target_fd = _open_fd(files, dest, WRITE_FLAGS)
+        locked_at = lock.enter_context(_shared_lock(db_path, LOCK_ATTEMPTS, LOCK_BUSY_TIMEOUT))
+        pausing_at = time.monotonic()
+        with freezer.frozen():
+            paused_at = time.monotonic()
+            method = copy_file(source_fd, target_fd, os.fstat(source_fd).st_size)
+            lock.close()
+        resumed_at = time.monotonic()
+    return _Copy("locked-copy-paused", method, lock_held_seconds=paused_at - locked_at,
+                 freeze_seconds=resumed_at - pausing_at)
+
+
+def _stopped_copy(db_path: Path, dest: Path, freezer: Freezer) -> _Copy:
+    """Stops the writers, then copies under the lock.
+
+    A stopped tracker holds no lock, but a container found already paused by someone
+    else may: then let it go, wait a moment, and try again.
+    """
+    stopped_total = 0.0
     for attempt in range(1, FROZEN_ATTEMPTS + 1):
         started = time.monotonic()
         try:
             with freezer.frozen():
-                copy = _locked_copy(db_path, dest, deadline=None, attempts=1,
+                copy = _locked_copy(db_path, dest, budget=None, attempts=1,
                                     busy_timeout=FROZEN_LOCK_BUSY_TIMEOUT)
         except _LockBusy:
-            frozen_total += time.monotonic() - started
-            log.info("%s: a frozen writer holds the lock (attempt %d of %d); retrying",
+            stopped_total += time.monotonic() - started
+            log.info("%s: a writer holds the lock while stopped (attempt %d of %d); retrying",
                      db_path, attempt, FROZEN_ATTEMPTS)
             time.sleep(FROZEN_RETRY_BACKOFF * attempt)
             continue
-        frozen_total += time.monotonic() - started
-        # While frozen, writers wait for the freeze, not for our lock.
-        return _Copy(strategy, copy.copy_method, 0.0, frozen_total)
+        stopped_total += time.monotonic() - started
+        return _Copy("locked-copy-stopped", copy.copy_method, 0.0, stopped_total)
     raise EnvironmentProblem(
         f"a writer held the database lock each of the {FROZEN_ATTEMPTS} times the tracker "
-        f"was {'paused' if freezer.name == 'pause' else 'stopped'}",
-        op=OP, path=str(db_path),
-        hint="a long write transaction may be running; retry later, or switch to WAL",
+        "was stopped", op=OP, path=str(db_path),
+        hint="another program may be using the database; retry later, or switch to WAL",
     )
 
 
@@ -456,28 +517,23 @@ def _locked_copy(
     db_path: Path,
     dest: Path,
     *,
-    deadline: float | None,
+    budget: float | None,
     attempts: int = LOCK_ATTEMPTS,
     busy_timeout: float = LOCK_BUSY_TIMEOUT,
 ) -> _Copy:
-    """Copies the file while holding a SHARED lock; `deadline` bounds the lock time.
+    """Copies the file while holding a SHARED lock; `budget` bounds the lock time.
 
-    The file descriptors we copy with stay open until the connection has released its
+    The descriptors we copy with are closed only after the connection has released its
     lock: closing any descriptor of a file drops all of this process's POSIX locks on
-    it, including SQLite's.
+    it, SQLite's included.
     """
-    source_fd = os.open(db_path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        target_fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        try:
-            with _shared_lock(db_path, attempts, busy_timeout) as locked_at:
-                size = os.fstat(source_fd).st_size
-                method = copy_file(source_fd, target_fd, size, _deadline(locked_at, deadline))
-            held = time.monotonic() - locked_at
-        finally:
-            os.close(target_fd)
-    finally:
-        os.close(source_fd)
+    with ExitStack() as files:
+        source_fd = _open_fd(files, db_path, READ_FLAGS)
+        target_fd = _open_fd(files, dest, WRITE_FLAGS)
+        with _shared_lock(db_path, attempts, busy_timeout) as locked_at:
+            method = copy_file(source_fd, target_fd, os.fstat(source_fd).st_size,
+                               _deadline(locked_at, budget))
+        held = time.monotonic() - locked_at
     return _Copy("locked-copy", method, lock_held_seconds=held)
 
 
@@ -492,22 +548,27 @@ def _deadline(locked_at: float, budget: float | None) -> Callable[[], None]:
 @contextmanager
 def _shared_lock(db_path: Path, attempts: int, busy_timeout: float) -> Iterator[float]:
     """Holds SQLite's SHARED lock (a read transaction); yields when it was taken."""
-    connection = _connect(_read_only_uri(db_path), uri=True, timeout=busy_timeout)
+    with _closing(_connect(_read_only_uri(db_path), uri=True, timeout=busy_timeout)) as conn, \
+            _read_transaction(conn, db_path, attempts):
+        yield time.monotonic()
+
+
+@contextmanager
+def _read_transaction(
+    connection: sqlite3.Connection, db_path: Path, attempts: int = LOCK_ATTEMPTS
+) -> Iterator[None]:
+    _begin_read(connection, db_path, attempts)
     try:
-        _begin_read(connection, db_path, attempts)
-        try:
-            yield time.monotonic()
-        finally:
-            connection.execute("ROLLBACK")
+        yield
     finally:
-        connection.close()
+        connection.execute("ROLLBACK")
 
 
 def _begin_read(connection: sqlite3.Connection, db_path: Path, attempts: int) -> None:
     for attempt in range(1, attempts + 1):
         try:
             connection.execute("BEGIN")
-            # The first read takes the SHARED lock; the transaction keeps it.
+            # The first read takes the lock (or WAL read mark); the transaction keeps it.
             connection.execute("SELECT count(*) FROM sqlite_schema").fetchone()
             return
         except sqlite3.OperationalError as error:
@@ -605,8 +666,9 @@ def _table_rows(connection: sqlite3.Connection) -> dict[str, int]:
     names = [row[0] for row in connection.execute(
         "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
         "ORDER BY name")]
-    return {name: connection.execute(f"SELECT count(*) FROM {_quoted(name)}").fetchone()[0]
-            for name in names}
+    # Names come from the schema and are quoted: no injection.
+    return {name: connection.execute(f"SELECT count(*) FROM {_quoted(name)}")  # noqa: S608
+            .fetchone()[0] for name in names}
 
 
 def _corrupt(path: Path, pragma: str, detail: str) -> BackupFailed:
@@ -669,8 +731,15 @@ def _read_only_uri(db_path: Path) -> str:
     return db_path.absolute().as_uri().replace("file://", "file:", 1) + "?mode=ro"
 
 
-def _create_private(path: Path) -> None:
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600))
+def _open_fd(files: ExitStack, path: Path, flags: int) -> int:
+    fd = os.open(path, flags, 0o600)
+    files.callback(os.close, fd)
+    return fd
+
+
+def _remove_copy(dest: Path) -> None:
+    for path in (dest, _wal_of(dest), Path(f"{dest}-shm")):
+        path.unlink(missing_ok=True)
 
 
 def _quoted(identifier: str) -> str:

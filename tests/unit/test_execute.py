@@ -1,0 +1,43 @@
+"""Every exit status is checked; failures carry stderr's tail with secrets masked."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from trackerbackup import execute
+
+
+def test_success_returns_output() -> None:
+    result = execute.run([sys.executable, "-c", "print('ok')"])
+    assert result.stdout == b"ok\n"
+
+
+def test_failure_raises_with_masked_stderr_tail() -> None:
+    script = "import sys; sys.stderr.write('x' * 10000 + ' password=hunter2 end'); sys.exit(3)"
+    with pytest.raises(execute.CommandFailed) as caught:
+        execute.run([sys.executable, "-c", script], op="dump", secrets=["hunter2"])
+    error = caught.value
+    assert error.returncode == 3
+    assert "hunter2" not in str(error)
+    assert "password=********" in str(error)
+    assert str(error).startswith("dump: ")
+    assert len(error.stderr_tail) <= execute.STDERR_TAIL_BYTES
+
+
+def test_stream_checks_the_exit_status_after_reading() -> None:
+    script = "import sys; sys.stdout.write('data'); sys.stderr.write('broken pipe'); sys.exit(2)"
+    with pytest.raises(execute.CommandFailed, match="broken pipe"), \
+            execute.stream_stdout([sys.executable, "-c", script]) as out:
+        assert out.read() == b"data"
+
+
+def test_stream_success() -> None:
+    with execute.stream_stdout([sys.executable, "-c", "print('x' * 100000)"]) as out:
+        assert len(out.read()) == 100001
+
+
+def test_timeout_is_a_failure() -> None:
+    with pytest.raises(execute.CommandFailed, match="timed out"):
+        execute.run([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.2)

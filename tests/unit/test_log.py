@@ -1,0 +1,46 @@
+"""Journal records carry a fixed MESSAGE_ID per event and TRACKERBACKUP_* fields."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from trackerbackup import log
+from trackerbackup.log import Event, fields
+
+
+def test_message_ids_are_unique_128_bit_hex() -> None:
+    ids = [event.value for event in Event]
+    assert len(set(ids)) == len(ids)
+    assert all(len(i) == 32 and int(i, 16) >= 0 for i in ids)
+
+
+def test_journal_handler_sends_structured_fields(monkeypatch: pytest.MonkeyPatch) -> None:
+    sent: list[tuple[str, dict[str, Any]]] = []
+    log.setup("journal")
+    handler = log.get_logger().handlers[0]
+    assert isinstance(handler, log.JournalHandler)
+    monkeypatch.setattr(handler, "_send", lambda message, **kw: sent.append((message, kw)))
+    log.get_logger().warning("backup %s failed", "x",
+                             extra=fields(Event.RUN_FAILED, type="database", size=12, id=None))
+    [(message, record)] = sent
+    assert message == "backup x failed"
+    assert record["MESSAGE_ID"] == Event.RUN_FAILED.value
+    assert record["TRACKERBACKUP_EVENT"] == "RUN_FAILED"
+    assert record["TRACKERBACKUP_TYPE"] == "database"
+    assert record["TRACKERBACKUP_SIZE"] == "12"
+    assert "TRACKERBACKUP_ID" not in record
+    assert record["PRIORITY"] == "4"
+    assert record["SYSLOG_IDENTIFIER"] == "trackerbackup"
+
+
+def test_auto_target_uses_the_journal_only_under_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("INVOCATION_ID", raising=False)
+    monkeypatch.delenv("JOURNAL_STREAM", raising=False)
+    log.setup("auto")
+    assert isinstance(log.get_logger().handlers[0], logging.StreamHandler)
+    monkeypatch.setenv("INVOCATION_ID", "abc")
+    log.setup("auto")
+    assert isinstance(log.get_logger().handlers[0], log.JournalHandler)
