@@ -12,7 +12,7 @@ packages=(
     python3-zstandard python3-pytest python3-prometheus-client zstd sqlite3
     docker.io mmdebstrap
     debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
-    lintian systemd
+    lintian systemd man-db
 )
 missing=()
 for package in "${packages[@]}"; do

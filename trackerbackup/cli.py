@@ -13,7 +13,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from trackerbackup import __version__, config, freeze, log, runner
 from trackerbackup.config import BACKUP_TYPES, Config
@@ -28,6 +28,7 @@ from trackerbackup.errors import (
 )
 from trackerbackup.log import Event, fields
 from trackerbackup.repository import Repository
+from trackerbackup.sources import Plan
 
 logger = log.get_logger()
 
@@ -126,8 +127,8 @@ def cmd_run(conf: Config, args: argparse.Namespace) -> int:
     return ExitCode.OK
 
 
-def _print_plan(backup_type: str, plan: Any) -> None:
-    print(f"{backup_type}: would back up (about {plan.estimated_bytes:,} bytes):")
+def _print_plan(label: str, plan: Plan) -> None:
+    print(f"{label}: would back up (about {plan.estimated_bytes:,} bytes):")
     for item in plan.items:
         print(f"  {item}")
     for key, value in plan.details.items():
@@ -175,15 +176,14 @@ def cmd_check(conf: Config, args: argparse.Namespace) -> int:
         state = "enabled" if conf.type(backup_type).enabled else "disabled"
         try:
             plan = runner.make_source(conf, backup_type, docker).plan()
-        except KeyError:
-            print(f"{backup_type} ({state}): not available in this version")
+        except UsageError as error:
+            print(f"{backup_type} ({state}): {error.message}")
             continue
         except TrackerBackupError as error:
             problems += 1
             print(f"{backup_type} ({state}): PROBLEM: {error}")
             continue
-        print(f"{backup_type} ({state}):", end=" ")
-        _print_plan(backup_type, plan)
+        _print_plan(f"{backup_type} ({state})", plan)
     try:
         runner.check_free_space(conf.general.backup_dir, 0, conf.general.min_free_bytes)
     except TrackerBackupError as error:
@@ -212,9 +212,9 @@ def cmd_notify_failure(conf: Config, args: argparse.Namespace) -> int:
     logger.error("trackerbackup@%s.service failed; see journalctl -u trackerbackup@%s.service",
                  backup_type, backup_type,
                  extra=fields(Event.UNIT_FAILED, type=backup_type))
-    if backup_type in BACKUP_TYPES:
-        runner._write_metrics(conf, backup_type, success=False, duration=0.0, size=None)
-    runner._ping(conf.monitoring.ping_failure, f"trackerbackup@{backup_type}.service failed")
+    # Metrics are left alone: the run itself recorded its failure (with its duration) unless
+    # it was killed, and then the last-success timestamp ageing is what alerts.
+    runner.ping(conf.monitoring.ping_failure, f"trackerbackup@{backup_type}.service failed")
     return ExitCode.OK
 
 

@@ -16,6 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from trackerbackup import lock
 from trackerbackup.docker import Container, Docker
 from trackerbackup.log import Event, fields, get_logger
 
@@ -50,6 +51,12 @@ class DockerFreezer:
 
     @contextmanager
     def frozen(self) -> Iterator[None]:
+        # Two types may snapshot the same database at once: the second waits here, so the
+        # first never thaws the tracker under the second's copy.
+        with lock.hold(self._run_dir, f"freeze-{self._container.name}", wait=True):
+            yield from self._frozen_exclusively()
+
+    def _frozen_exclusively(self) -> Iterator[None]:
         container = self._docker.container(self._container.id)
         if container.state != "running":
             # Paused or stopped already: nothing writes, and it is not ours to change.

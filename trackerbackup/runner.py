@@ -16,7 +16,7 @@ from pathlib import Path
 from trackerbackup import lock, monitoring, retention
 from trackerbackup.config import Config
 from trackerbackup.docker import Docker
-from trackerbackup.errors import EnvironmentProblem, TrackerBackupError
+from trackerbackup.errors import EnvironmentProblem, TrackerBackupError, UsageError
 from trackerbackup.log import Event, fields, get_logger
 from trackerbackup.repository import Backup, Repository
 from trackerbackup.sources import Plan, Source
@@ -36,6 +36,10 @@ class RunOutcome:
 def make_source(config: Config, backup_type: str, docker: Docker) -> Source:
     from trackerbackup.sources.registry import SOURCES
 
+    if backup_type not in SOURCES:
+        raise UsageError(f"the {backup_type} backup type is not available in this version",
+                         hint=f"use one of: {', '.join(SOURCES)}; disable its timer with "
+                         f"'systemctl disable --now trackerbackup@{backup_type}.timer'")
     return SOURCES[backup_type](config, backup_type, docker)
 
 
@@ -44,22 +48,22 @@ def run(config: Config, backup_type: str, *, dry_run: bool = False, wait: bool =
     docker = docker or Docker(config.general.docker)
     repository = Repository(config.general.backup_dir)
     with lock.hold(config.general.run_dir, backup_type, wait=wait):
+        source = make_source(config, backup_type, docker)
         if dry_run:
-            return RunOutcome(backup=None, plan=make_source(config, backup_type, docker).plan())
-        return _run_locked(config, backup_type, repository, docker)
+            return RunOutcome(backup=None, plan=source.plan())
+        return _run_locked(config, backup_type, repository, source)
 
 
 def _run_locked(config: Config, backup_type: str, repository: Repository,
-                docker: Docker) -> RunOutcome:
+                source: Source) -> RunOutcome:
     started = time.monotonic()
     monitoring_conf = config.monitoring
     for leftover in repository.remove_leftovers(backup_type):
         log.warning("removed %s left by an interrupted run", leftover,
                     extra=fields(Event.PARTIAL_REMOVED, type=backup_type, path=leftover))
     log.info("%s backup started", backup_type, extra=fields(Event.RUN_STARTED, type=backup_type))
-    _ping(monitoring_conf.ping_start, None)
+    ping(monitoring_conf.ping_start, None)
     try:
-        source = make_source(config, backup_type, docker)
         plan = source.plan()
         check_free_space(config.general.backup_dir, plan.estimated_bytes,
                          config.general.min_free_bytes)
@@ -79,7 +83,7 @@ def _run_locked(config: Config, backup_type: str, repository: Repository,
                                     size=backup.size, duration=f"{duration:.3f}",
                                     path=backup.path))
     _write_metrics(config, backup_type, success=True, duration=duration, size=backup.size)
-    _ping(monitoring_conf.ping_success, None)
+    ping(monitoring_conf.ping_success, None)
     pruned = prune(config, backup_type, repository, dry_run=False)
     return RunOutcome(backup=backup, plan=plan, pruned=tuple(d.backup.id for d in pruned
                                                              if not d.keep))
@@ -94,7 +98,7 @@ def _record_failure(config: Config, backup_type: str, error: BaseException,
               extra=fields(Event.RUN_FAILED, type=backup_type, duration=f"{duration:.3f}",
                            error=type(error).__name__))
     _write_metrics(config, backup_type, success=False, duration=duration, size=None)
-    _ping(config.monitoring.ping_failure, message)
+    ping(config.monitoring.ping_failure, message)
 
 
 def _write_metrics(config: Config, backup_type: str, *, success: bool, duration: float,
@@ -111,7 +115,7 @@ def _write_metrics(config: Config, backup_type: str, *, success: bool, duration:
                     extra=fields(type=backup_type))
 
 
-def _ping(url: str, body: str | None) -> None:
+def ping(url: str, body: str | None) -> None:
     if url:
         monitoring.ping(url, body)
 

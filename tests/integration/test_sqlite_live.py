@@ -1,0 +1,278 @@
+"""Snapshots of a live SQLite database while a tracker-like writer commits every ~5 ms.
+
+Every snapshot must pass integrity_check and equal the initial database with exactly the
+writer's first N committed transactions applied (N read from the snapshot's `_seq`),
+and the writer must lose no write, during the snapshot or after it.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import stat
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+
+import pytest
+
+from tests.integration.sqlite_workload import (
+    TRACKER_UID,
+    SignalFreezer,
+    Writer,
+    applied_seq,
+    build_tracker_db,
+    chown_tree_to_tracker,
+    process_state,
+    replay,
+    table_digests,
+)
+from trackerbackup.errors import EnvironmentProblem
+from trackerbackup.sources import sqlite
+from trackerbackup.sources.sqlite import SnapshotReport, SqlitePolicy
+
+SMALL = 2_000
+MEDIUM = 300_000
+RUNS = 3
+TRACKER_BUSY_TIMEOUT_MS = 5000
+# The copy is abandoned between chunks once over budget: one chunk of slack.
+CHUNK_SLACK = 0.5
+
+
+class LiveDatabase:
+    """A tracker database, a pristine copy of it, and a running writer."""
+
+    def __init__(self, directory: Path, rows: int, journal_mode: str,
+                 uid: int | None = None, autocheckpoint: int | None = None) -> None:
+        self.directory = directory
+        self.db = directory / "tracker.db"
+        self.scratch = directory.parent / f"{directory.name}-scratch"
+        self.scratch.mkdir()
+        build_tracker_db(self.db, rows, journal_mode)
+        self.initial = self.scratch / "initial.db"
+        shutil.copyfile(self.db, self.initial)
+        if uid is not None:
+            chown_tree_to_tracker(directory)
+        self.writer = Writer(self.db, rows, self.scratch, uid=uid,
+                             autocheckpoint=autocheckpoint)
+        self.writer.wait_for_commits(20)
+
+    def freezer_factory(self) -> Callable[[str], SignalFreezer]:
+        self.freezers: list[SignalFreezer] = []
+
+        def factory(name: str) -> SignalFreezer:
+            self.freezers.append(SignalFreezer(self.writer.pid, name))
+            return self.freezers[-1]
+
+        return factory
+
+    def assert_exact_prefix(self, snapshot: Path) -> int:
+        """The snapshot equals the initial database plus committed ops 1..seq."""
+        seq = applied_seq(snapshot)
+        self.writer.wait_for_commits(1)  # ops up to seq are logged by now
+        replayed = self.scratch / "replayed.db"
+        replay(self.initial, self.writer.oplog, seq, replayed)
+        assert table_digests(snapshot) == table_digests(replayed)
+        replayed.unlink()
+        return seq
+
+
+@pytest.fixture
+def live(tmp_path: Path) -> Iterator[Callable[..., LiveDatabase]]:
+    started: list[LiveDatabase] = []
+    # pytest's tmp_path is inside a 0700 directory the tracker's uid cannot traverse.
+    traversable = Path(tempfile.mkdtemp(prefix="trackerbackup-live-"))
+    traversable.chmod(0o711)
+
+    def start(rows: int, journal_mode: str, uid: int | None = None,
+              autocheckpoint: int | None = None) -> LiveDatabase:
+        directory = (traversable if uid is not None else tmp_path) / "lib"
+        directory.mkdir()
+        started.append(LiveDatabase(directory, rows, journal_mode, uid, autocheckpoint))
+        return started[-1]
+
+    yield start
+    for database in started:
+        database.writer.kill()
+    shutil.rmtree(traversable)
+
+
+def assert_no_write_lost(database: LiveDatabase) -> None:
+    database.writer.wait_for_commits(20)
+    stats = database.writer.stop()
+    assert stats.failures == 0, stats.errors
+    assert stats.max_latency_ms < TRACKER_BUSY_TIMEOUT_MS
+
+
+def snapshot_runs(database: LiveDatabase, policy: SqlitePolicy,
+                  runs: int = RUNS) -> list[SnapshotReport]:
+    reports = []
+    last_seq = 0
+    for run in range(runs):
+        dest = database.scratch / f"snapshot-{run}.db"
+        reports.append(sqlite.snapshot(database.db, dest, policy,
+                                       database.freezer_factory()))
+        seq = database.assert_exact_prefix(dest)
+        assert seq > last_seq
+        last_seq = seq
+        dest.unlink()
+    return reports
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("rows", [SMALL, MEDIUM], ids=["small", "medium"])
+@pytest.mark.parametrize("journal_mode", ["delete", "wal"])
+def test_live_snapshots_are_exact_prefixes_and_lose_no_write(
+    live: Callable[..., LiveDatabase], rows: int, journal_mode: str
+) -> None:
+    database = live(rows, journal_mode)
+    policy = SqlitePolicy(max_writer_stall=1.0)
+
+    reports = snapshot_runs(database, policy)
+
+    assert_no_write_lost(database)
+    for report in reports:
+        assert report.integrity == "ok"
+        assert report.table_rows["torrents"] >= rows
+        assert report.lock_held_seconds <= policy.max_writer_stall + CHUNK_SLACK
+    if journal_mode == "wal":
+        assert {r.strategy for r in reports} == {"wal-pinned-copy"}
+        assert all(r.lock_held_seconds == 0.0 for r in reports)
+    else:
+        assert {r.strategy for r in reports} <= {"locked-copy", "locked-copy-paused"}
+
+
+@pytest.mark.slow
+def test_wal_copy_is_exact_while_checkpoints_and_wal_restarts_race_it(
+    live: Callable[..., LiveDatabase], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A checkpoint after nearly every commit, and a copy slowed to let ~100 commits,
+    checkpoints and WAL restarts happen while it runs."""
+    database = live(20_000, "wal", autocheckpoint=2)
+    monkeypatch.setattr(sqlite, "COPY_CHUNK_BYTES", 64 * 1024)
+    copy_chunk = sqlite._copy_file_range
+
+    def slow_copy_chunk(source_fd: int, target_fd: int, offset: int, count: int) -> int:
+        time.sleep(0.015)
+        return copy_chunk(source_fd, target_fd, offset, count)
+
+    monkeypatch.setattr(sqlite, "_copy_file_range", slow_copy_chunk)
+    commits_before = database.writer.committed()
+
+    reports = snapshot_runs(database, SqlitePolicy(), runs=5)
+
+    assert database.writer.committed() - commits_before > 300
+    assert all(r.copy_seconds > 0.3 for r in reports)
+    assert_no_write_lost(database)
+
+
+@pytest.mark.slow
+def test_over_budget_pauses_the_writer_for_the_copy(
+    live: Callable[..., LiveDatabase],
+) -> None:
+    database = live(MEDIUM, "delete")
+    policy = SqlitePolicy(max_writer_stall=1e-6, copy_rate_bytes_per_s=1e6)
+
+    reports = snapshot_runs(database, policy)
+
+    assert {r.strategy for r in reports} == {"locked-copy-paused"}
+    assert all(f.times_frozen >= 1 for f in database.freezers)
+    assert all(r.freeze_seconds > 0 for r in reports)
+    assert process_state(database.writer.pid) not in ("T", "t")
+    assert_no_write_lost(database)
+
+
+@pytest.mark.slow
+def test_the_writer_runs_again_when_the_copy_fails_while_paused(
+    live: Callable[..., LiveDatabase], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = live(MEDIUM, "delete")
+    policy = SqlitePolicy(max_writer_stall=1e-6, copy_rate_bytes_per_s=1e6)
+    dest = database.scratch / "snapshot.db"
+
+    def disk_full(*args: object) -> str:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(sqlite, "copy_file", disk_full)
+
+    with pytest.raises(EnvironmentProblem, match="No space left"):
+        sqlite.snapshot(database.db, dest, policy, database.freezer_factory())
+
+    assert database.freezers[0].times_frozen == 1
+    assert process_state(database.writer.pid) not in ("T", "t")
+    assert not dest.exists()
+    assert_no_write_lost(database)
+
+
+@pytest.mark.slow
+def test_fail_policy_raises_and_leaves_the_writer_alone(
+    live: Callable[..., LiveDatabase],
+) -> None:
+    database = live(SMALL, "delete")
+    policy = SqlitePolicy(max_writer_stall=1e-6, copy_rate_bytes_per_s=1e3,
+                          over_budget="fail")
+
+    with pytest.raises(EnvironmentProblem, match="over the 1e-06 s budget"):
+        sqlite.snapshot(database.db, database.scratch / "snapshot.db", policy,
+                        database.freezer_factory())
+
+    assert database.freezers == []
+    assert_no_write_lost(database)
+
+
+def owners_and_modes(directory: Path) -> dict[str, tuple[int, int, int]]:
+    return {path.name: (path.stat().st_uid, path.stat().st_gid,
+                        stat.S_IMODE(path.stat().st_mode))
+            for path in [directory, *directory.iterdir()]}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("journal_mode", ["delete", "wal"])
+def test_no_root_owned_file_is_left_in_the_trackers_directory(
+    live: Callable[..., LiveDatabase], journal_mode: str
+) -> None:
+    """The writer runs as uid 1000 in a 1000:1000 2770 directory; the test is root."""
+    database = live(SMALL, journal_mode, uid=TRACKER_UID)
+    directory_before = owners_and_modes(database.directory)[database.directory.name]
+
+    for policy in (SqlitePolicy(), SqlitePolicy(max_writer_stall=1e-6,
+                                                copy_rate_bytes_per_s=1e3)):
+        dest = database.scratch / "snapshot.db"
+        sqlite.snapshot(database.db, dest, policy, database.freezer_factory())
+        database.assert_exact_prefix(dest)
+        dest.unlink()
+    assert_no_write_lost(database)
+
+    left = owners_and_modes(database.directory)
+    assert left[database.directory.name] == directory_before == (TRACKER_UID, TRACKER_UID,
+                                                                 0o2770)
+    assert {(uid, gid) for uid, gid, _ in left.values()} == {(TRACKER_UID, TRACKER_UID)}
+
+
+class NothingRunning:
+    """A stop window for a database no process uses."""
+
+    name = "stop"
+
+    def frozen(self) -> AbstractContextManager[None]:
+        return nullcontext()
+
+
+@pytest.mark.slow
+def test_snapshot_and_enable_wal_at_rest_leave_only_the_database(tmp_path: Path) -> None:
+    directory = tmp_path / "lib"
+    directory.mkdir()
+    db = directory / "tracker.db"
+    build_tracker_db(db, SMALL, "delete")
+    chown_tree_to_tracker(directory)
+    before = owners_and_modes(directory)
+
+    sqlite.enable_wal(db, NothingRunning())
+    sqlite.snapshot(db, tmp_path / "snapshot.db", SqlitePolicy(), None)
+
+    assert sqlite.inspect(db).journal_mode == "wal"
+    assert owners_and_modes(directory) == before
+    assert before["lib"] == (TRACKER_UID, TRACKER_UID, 0o2770)
