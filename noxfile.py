@@ -33,14 +33,16 @@ def unit(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON, venv_params=VENV_PARAMS)
 def lint(session: nox.Session) -> None:
-    session.install("ruff")
+    session.install("ruff>=0.8")
     session.run("ruff", "check", "trackerbackup", "tests", "bench", "noxfile.py")
 
 
 @nox.session(python=PYTHON, venv_params=VENV_PARAMS)
 def typecheck(session: nox.Session) -> None:
-    session.install("mypy", "pytest>=7")
-    session.run("mypy")
+    # A version floor, so pip installs it into the venv rather than settling for an older
+    # mypy that Debian may have put in the system site packages.
+    session.install("mypy>=1.13", "pytest>=7")
+    session.run("python", "-m", "mypy")
 
 
 @nox.session(python=False)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,8 +73,14 @@ class DockerFreezer:
                                   action=self.name))
             yield
         finally:
-            self._thaw(container)
-            marker.unlink(missing_ok=True)
+            # A second SIGTERM must not interrupt the thaw itself (the marker would still
+            # let `recover` finish it, but the tracker should not wait for that).
+            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+            try:
+                self._thaw(container)
+                marker.unlink(missing_ok=True)
+            finally:
+                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
             seconds = time.monotonic() - started
             log.info("container %s is running again after %.2f s", container.name, seconds,
                      extra=fields(Event.CONTAINER_RESUMED, container=container.name,

@@ -261,7 +261,8 @@ def test_not_a_database_and_corrupt_pages_are_refused(sqlite_stack: Stack,
     add_config(sqlite_stack, f"[sqlite]\nhost_path = \"{text_file}\"\n")
     result = trackerbackup(sqlite_stack, "run", "database")
     assert result.returncode == 3, result.stderr
-    assert "not" in result.stderr and str(text_file) in result.stderr
+    assert "not" in result.stderr
+    assert str(text_file) in result.stderr
 
     corrupt = tmp_path / "corrupt.db"
     sqlite_stack.stop_writer()

@@ -98,5 +98,5 @@ def test_two_running_matches_are_ambiguous(tmp_path: Path) -> None:
 
 
 def test_missing_cli_is_an_environment_problem(tmp_path: Path) -> None:
-    with pytest.raises(EnvironmentProblem, match="general.docker"):
+    with pytest.raises(EnvironmentProblem, match=r"general\.docker"):
         Docker(str(tmp_path / "no-docker")).find("torrust", "tracker", "tracker")

@@ -82,10 +82,10 @@ class TrackerSqliteSource:
     def _freezer(self, container: Container | None) -> sqlite.FreezerFactory | None:
         if container is None:
             return None
-        run_dir = self.config.general.run_dir
+        docker, tracker, run_dir = self.docker, container, self.config.general.run_dir
 
         def factory(name: str) -> sqlite.Freezer:
-            return DockerFreezer(self.docker, container, run_dir, name)
+            return DockerFreezer(docker, tracker, run_dir, name)
 
         return factory
 
