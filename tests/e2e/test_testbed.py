@@ -20,7 +20,9 @@ from tests.testbed.prefix import (
     assert_tables_prefix_consistent,
 )
 from tests.testbed.stack import Stack
+from tests.testbed.tree import initial_rows
 from tests.testbed.vm import VM
+from tests.testbed.writer import next_op, writer_rng
 
 pytestmark = pytest.mark.testbed
 
@@ -90,6 +92,69 @@ def test_writer_counts_writes_lost_to_a_long_lock(sqlite_stack: Stack) -> None:
     # Lost writes are not in the log: the database is still initial + every logged op.
     assert assert_prefix_consistent(sqlite_stack.db_path, sqlite_stack.initial_db,
                                     sqlite_stack.oplog) == final["last_seq"]
+
+
+def oplog_seqs(oplog: Path) -> list[int]:
+    return [int(line.split("\t", 1)[0]) for line in oplog.read_text().splitlines()]
+
+
+def test_restarted_or_paused_tracker_continues_like_the_real_one(
+    sqlite_stack: Stack, tmp_path: Path
+) -> None:
+    """docker stop/start, restart and pause/unpause (trackerbackup's freezes, enable-wal):
+    the writer keeps writing, continues its sequence and counts, and stops cleanly."""
+    name = sqlite_stack.tracker_container
+    sqlite_stack.wait_for_commits(50)
+    docker("stop", "-t", "20", name)
+    before = sqlite_stack.writer_status()
+    assert before["running"] is False and before["committed"] == before["last_seq"], before
+    snapshot = online_copy(sqlite_stack.db_path, tmp_path / "stopped.db")
+    docker("start", name)
+    # A count taken before the restart is reached after it (the count continues).
+    after = sqlite_stack.wait_for_commits(before["committed"] + 100)
+    assert after["last_seq"] > before["last_seq"]
+    docker("restart", "-t", "20", name)
+    sqlite_stack.wait_for_commits(sqlite_stack.writer_status()["committed"] + 100)
+    docker("pause", name)
+    time.sleep(0.3)
+    docker("unpause", name)
+    sqlite_stack.wait_for_commits(sqlite_stack.writer_status()["committed"] + 100)
+    final = sqlite_stack.stop_writer()
+
+    assert_no_failed_writes(final)
+    assert final["starts"] == 3 and final["crashed"] is None, final
+    assert final["committed"] == final["last_seq"], final  # one count since start_writer()
+    # The op log was appended to, never truncated or repeated: exactly seqs 1..last.
+    assert oplog_seqs(sqlite_stack.oplog) == list(range(1, final["last_seq"] + 1))
+    assert assert_prefix_consistent(snapshot, sqlite_stack.initial_db,
+                                    sqlite_stack.oplog) == before["last_seq"]
+    assert assert_prefix_consistent(sqlite_stack.db_path, sqlite_stack.initial_db,
+                                    sqlite_stack.oplog) == final["last_seq"]
+    assert "Traceback" not in sqlite_stack.tracker_logs(tail=1000)
+
+
+def test_writer_stream_repeats_neither_seed_rows_nor_an_earlier_run() -> None:
+    """The writer's inserts into UNIQUE columns (whitelist, keys) must never meet a row of
+    the seed data (tree.py draws from random.Random(seed)) or of its own earlier runs."""
+    _, whitelist, keys = initial_rows(2_000_000, 1)  # 20,000 whitelisted hashes
+    seeded = set(whitelist) | {key for key, _ in keys}
+
+    def unique_inserts(start_seq: int, ops: int = 5000) -> list[str]:
+        rng = writer_rng(1, start_seq)
+        for _ in range(1000):  # the writer's sample of known torrents
+            rng.randint(1, 2_000_000)
+        known: list[str] = ["0" * 40]
+        inserted = []
+        for _ in range(ops):
+            op, args = next_op(rng, known)
+            if op in ("whitelist", "key"):
+                inserted.append(args[0])
+        return inserted
+
+    first_run, restarted = unique_inserts(0), unique_inserts(137)
+    assert first_run and restarted
+    assert not seeded & set(first_run)
+    assert not set(first_run) & set(restarted)
 
 
 def test_tracker_standin_is_shaped_like_the_real_one(sqlite_stack: Stack) -> None:

@@ -216,7 +216,11 @@ class Stack:
     # -- the writer ------------------------------------------------------------------------
 
     def start_writer(self, timeout: float = 30) -> None:
-        """Start the tracker container; return once its writer has committed once."""
+        """Start the tracker container; return once its writer has committed once.
+
+        The writer's counts start from 0 here; a restart of the container by anything else
+        (`docker stop`/`start`, `docker restart`) continues them, like its sequence.
+        """
         self.status_path.unlink(missing_ok=True)
         docker("start", self.tracker_container)
         self.wait_for_commits(1, timeout)
@@ -228,10 +232,22 @@ class Stack:
         """
         docker("stop", "-t", str(int(timeout)), self.tracker_container)
         status = self.writer_status()
-        if status.get("running", True):
-            raise TestbedError(f"writer in {self.tracker_container} did not write its final "
-                               f"status: {status}; see `docker logs {self.tracker_container}`")
+        if status.get("crashed") or status.get("running", True):
+            what = (f"crashed ({status['crashed']})" if status.get("crashed")
+                    else "did not write its final status")
+            exit_code = docker("inspect", "-f", "{{.State.ExitCode}}", self.tracker_container,
+                               check=False).strip()
+            logs = self.tracker_logs()
+            raise TestbedError(f"writer in {self.tracker_container} {what}: {status}; "
+                               f"container exit code {exit_code}, `docker logs "
+                               f"{self.tracker_container}`:\n{logs}")
         return status
+
+    def tracker_logs(self, tail: int = 30) -> str:
+        """The tail of the tracker container's output (the writer logs to stderr)."""
+        proc = run(["/usr/bin/docker", "logs", "--tail", str(tail), self.tracker_container],
+                   check=False)
+        return (proc.stdout + proc.stderr).decode(errors="replace")
 
     def writer_status(self) -> dict[str, Any]:
         """committed, failed, last_seq, max_stall_ms, p99_stall_ms, errors, running."""
@@ -242,24 +258,28 @@ class Stack:
         return data
 
     def wait_for_commits(self, count: int, timeout: float = 60) -> dict[str, Any]:
-        """Wait until the writer has committed `count` ops since it started."""
+        """Wait until the writer has committed `count` ops since `start_writer()`.
+
+        Restarts of the container in between do not reset the count (see start_writer).
+        """
         deadline = time.monotonic() + timeout
         while True:
             status = self.writer_status()
             if status.get("committed", 0) >= count:
                 return status
-            if time.monotonic() > deadline:
+            if status.get("crashed") or time.monotonic() > deadline:
                 state = docker("inspect", "-f", "{{.State.Status}}", self.tracker_container,
                                check=False).strip()
-                logs = docker("logs", "--tail", "30", self.tracker_container, check=False)
+                logs = self.tracker_logs()
+                when = "before it crashed" if status.get("crashed") else f"in {timeout:.0f} s"
                 raise TestbedError(f"writer committed {status.get('committed', 0)} < {count} "
-                                   f"ops in {timeout:.0f} s (container {state}): {status}\n{logs}")
+                                   f"ops {when} (container {state}): {status}\n{logs}")
             time.sleep(0.05)
 
     # -- trackerbackup ---------------------------------------------------------------------
 
     def write_config(self) -> Path:
-        """A trackerbackup config for this stack (docs/config-sketch.md)."""
+        """A trackerbackup config for this stack (keys: trackerbackup/data/trackerbackup.toml)."""
         text = f"""# trackerbackup config for test bed stack {self.project}
 [general]
 backup_dir = {toml_str(str(self.backup_dir))}

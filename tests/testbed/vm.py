@@ -23,10 +23,15 @@ class VM:
     """`with VM(stack) as vm: vm.exec("systemctl", "is-system-running")`."""
 
     def __init__(self, stack: Stack, *, images: Images | None = None,
-                 name: str | None = None) -> None:
+                 name: str | None = None, sandbox: bool = False) -> None:
+        """`sandbox=True` adds CAP_SYS_ADMIN so systemd can build the units' mount
+        namespaces (ProtectSystem=, ReadWritePaths=, PrivateTmp=, ...): without it systemd
+        in a container skips them silently and a unit's sandbox is not tested. Then the
+        stack's root must not lie under /tmp or /var/tmp (PrivateTmp= hides them)."""
         self.stack = stack
         self.name = name or f"{stack.project}-vm"
         self._images = images
+        self.sandbox = sandbox
 
     def __enter__(self) -> VM:
         try:
@@ -44,7 +49,8 @@ class VM:
         require_cgroup_v1()
         images = self._images or ensure_images()
         root = str(self.stack.root)
-        docker("run", "-d", "--name", self.name, "--hostname", "tracker-vm",
+        caps = ["--cap-add", "SYS_ADMIN"] if self.sandbox else []
+        docker("run", "-d", "--name", self.name, "--hostname", "tracker-vm", *caps,
                "--label", f"{LABEL}={self.stack.project}",
                "--tmpfs", "/run", "--tmpfs", "/run/lock", "--tmpfs", "/tmp",
                "-v", "/sys/fs/cgroup:/sys/fs/cgroup:rw",

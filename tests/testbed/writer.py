@@ -11,11 +11,19 @@ number; after COMMIT the operation is appended to the op log (`seq<TAB>op<TAB>js
 A snapshot holding seq N must equal the initial database plus ops 1..N (see prefix.py).
 Failed writes (e.g. "database is locked" after the 5 s busy timeout) are rolled back,
 counted and never logged. A JSON status file is rewritten periodically and on SIGTERM.
+
+Restarts (`docker stop`/`start`, `docker restart`, as trackerbackup's stop window and
+`sqlite enable-wal` do): the writer continues the sequence from `_testbed_seq`, appends to
+the op log, and carries the counts of the previous status file over (`committed` counts
+every commit since the status file was created; `starts` counts the writer's starts). Its
+random stream is derived from (seed, starting seq), so neither a restart nor the seed
+data (tree.py draws from `random.Random(seed)`) sees the same hashes again.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -101,6 +109,22 @@ class Stats:
         self.max_ms = 0.0
         self.hist: dict[int, int] = {}
         self.errors: list[str] = []
+        self.starts = 1
+        self.crashed: str | None = None
+
+    def carry_over(self, previous: dict[str, Any]) -> bool:
+        """Continue the counts of a previous run of this writer (its last status file)."""
+        try:
+            self.committed = int(previous["committed"])
+            self.last_seq = int(previous["last_seq"])
+        except (KeyError, TypeError, ValueError):
+            return False
+        self.failed = int(previous.get("failed", 0))
+        self.max_ms = float(previous.get("max_stall_ms", 0.0))
+        self.hist = {int(k): int(v) for k, v in (previous.get("stall_hist") or {}).items()}
+        self.errors = [str(e) for e in previous.get("errors", [])][-10:]
+        self.starts = int(previous.get("starts", 1)) + 1
+        return True
 
     def record(self, ms: float) -> None:
         self.max_ms = max(self.max_ms, ms)
@@ -127,11 +151,30 @@ def write_status(path: Path, stats: Stats, running: bool) -> None:
         "pid": os.getpid(), "running": running, "committed": stats.committed,
         "failed": stats.failed, "last_seq": stats.last_seq,
         "max_stall_ms": round(stats.max_ms, 2), "p99_stall_ms": stats.p99(),
-        "errors": stats.errors, "updated": time.time(),
+        "errors": stats.errors, "starts": stats.starts, "crashed": stats.crashed,
+        "stall_hist": {str(k): v for k, v in sorted(stats.hist.items())},
+        "updated": time.time(),
     }
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data) + "\n")
     tmp.replace(path)
+
+
+def read_status(path: Path) -> dict[str, Any] | None:
+    """The status file a previous run of the writer left, if any (None if unreadable)."""
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def writer_rng(seed: int | None, seq: int) -> random.Random:
+    """The op stream of a run starting after `seq`: deterministic per (seed, seq), and
+    independent of `random.Random(seed)` (the seed data's stream) and of earlier runs."""
+    if seed is None:
+        return random.Random()
+    return random.Random(f"trackerbackup-testbed-writer/{seed}/{seq}")
 
 
 def random_hash(rng: random.Random) -> str:
@@ -153,7 +196,10 @@ def next_op(rng: random.Random, known: list[str]) -> tuple[str, list[Any]]:
 
 class Sqlite:
     mark = "?"
-    errors: tuple[type[BaseException], ...] = (sqlite3.OperationalError,)
+    # Lock timeouts, and constraint errors (the tracker answers those with an error, it
+    # does not die): counted as failed writes.
+    errors: tuple[type[BaseException], ...] = (sqlite3.OperationalError,
+                                               sqlite3.IntegrityError)
 
     def __init__(self, db: str) -> None:
         self.conn = sqlite3.connect(db, timeout=BUSY_TIMEOUT_S, isolation_level=None)
@@ -239,7 +285,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    rng = random.Random(args.seed)
+    status_path = Path(args.status)
+    stats = Stats()
+    previous = read_status(status_path)
+    continued = previous is not None and stats.carry_over(previous)
+    try:
+        return run(args, status_path, stats, continued)
+    except BaseException as exc:
+        # Never leave a status that says "running" behind a dead writer.
+        stats.crashed = f"{type(exc).__name__}: {exc}"
+        stats.errors = [*stats.errors, f"crashed: {stats.crashed}"][-10:]
+        with contextlib.suppress(OSError):
+            write_status(status_path, stats, running=False)
+        raise
+
+
+def run(args: argparse.Namespace, status_path: Path, stats: Stats, continued: bool) -> int:
     db: Sqlite | Mysql = (Sqlite(args.db) if args.driver == "sqlite"
                           else Mysql(args.mysql_host, args.mysql_database, args.mysql_user))
     stop = False
@@ -250,14 +311,16 @@ def main(argv: list[str]) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    stats = Stats()
     seq = int(db.query("SELECT seq FROM _testbed_seq WHERE id = 1")[0][0])
+    if continued and seq > stats.last_seq:
+        # The status is rewritten every 0.1 s: after an unclean end it may lag the database.
+        stats.committed += seq - stats.last_seq
     stats.last_seq = seq
+    rng = writer_rng(args.seed, seq)
     max_id = int(db.query("SELECT COALESCE(MAX(id), 0) FROM torrents")[0][0])
     sample = [rng.randint(1, max_id) for _ in range(min(max_id, 1000))]
     known = [str(r[0]) for r in db.query(
         "SELECT info_hash FROM torrents WHERE id IN (" + ",".join(map(str, sample or [0])) + ")")]
-    status_path = Path(args.status)
     next_status = 0.0
     with open(args.oplog, "a", buffering=1, encoding="utf-8") as oplog:
         while not stop:
