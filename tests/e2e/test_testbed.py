@@ -107,7 +107,8 @@ def test_restarted_or_paused_tracker_continues_like_the_real_one(
     sqlite_stack.wait_for_commits(50)
     docker("stop", "-t", "20", name)
     before = sqlite_stack.writer_status()
-    assert before["running"] is False and before["committed"] == before["last_seq"], before
+    assert before["running"] is False, before
+    assert before["committed"] == before["last_seq"], before
     snapshot = online_copy(sqlite_stack.db_path, tmp_path / "stopped.db")
     docker("start", name)
     # A count taken before the restart is reached after it (the count continues).
@@ -122,7 +123,8 @@ def test_restarted_or_paused_tracker_continues_like_the_real_one(
     final = sqlite_stack.stop_writer()
 
     assert_no_failed_writes(final)
-    assert final["starts"] == 3 and final["crashed"] is None, final
+    assert final["starts"] == 3, final
+    assert final["crashed"] is None, final
     assert final["committed"] == final["last_seq"], final  # one count since start_writer()
     # The op log was appended to, never truncated or repeated: exactly seqs 1..last.
     assert oplog_seqs(sqlite_stack.oplog) == list(range(1, final["last_seq"] + 1))
@@ -152,7 +154,8 @@ def test_writer_stream_repeats_neither_seed_rows_nor_an_earlier_run() -> None:
         return inserted
 
     first_run, restarted = unique_inserts(0), unique_inserts(137)
-    assert first_run and restarted
+    assert first_run
+    assert restarted
     assert not seeded & set(first_run)
     assert not set(first_run) & set(restarted)
 
@@ -224,7 +227,8 @@ def test_vm_runs_systemd_and_reaches_siblings(mysql_stack: Stack, vm: VM) -> Non
         if entries:
             break
         time.sleep(0.1)
-    assert entries and entries[0]["MESSAGE"] == "x"
+    assert entries
+    assert entries[0]["MESSAGE"] == "x"
 
     # The stack's root is visible at the same absolute path (host paths from docker inspect).
     vm.exec("test", "-f", str(mysql_stack.config_path))

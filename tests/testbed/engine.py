@@ -208,7 +208,7 @@ def _ensure_engine() -> Engine:
         ensure_packages("docker.io")
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     with DOCKERD_LOG.open("ab") as log:
-        proc = subprocess.Popen(  # noqa: S603 - fixed argv
+        proc = subprocess.Popen(
             [DOCKERD], stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )

@@ -257,7 +257,7 @@ class Mysql:
     def rollback(self) -> None:
         try:
             self.conn.rollback()
-        except Exception:  # noqa: BLE001 - a dead connection: reconnect on next use
+        except Exception:
             self.conn.ping(reconnect=True)
 
     def query(self, sql: str) -> list[Any]:
