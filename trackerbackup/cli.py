@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -15,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from trackerbackup import __version__, config, freeze, log, runner
+from trackerbackup import __version__, config, execute, freeze, log, runner
 from trackerbackup.config import BACKUP_TYPES, Config
 from trackerbackup.docker import Docker
 from trackerbackup.errors import (
@@ -209,13 +210,39 @@ def cmd_recover(conf: Config, args: argparse.Namespace) -> int:
 
 def cmd_notify_failure(conf: Config, args: argparse.Namespace) -> int:
     backup_type = args.type
-    logger.error("trackerbackup@%s.service failed; see journalctl -u trackerbackup@%s.service",
-                 backup_type, backup_type,
-                 extra=fields(Event.UNIT_FAILED, type=backup_type))
+    unit = f"trackerbackup@{backup_type}.service"
+    extra = fields(Event.UNIT_FAILED, type=backup_type)
+    # Shown by `journalctl -u <unit>` too, next to the run's own records.
+    extra["journal"]["OBJECT_SYSTEMD_UNIT"] = unit
+    logger.error("%s failed; see journalctl -u %s", unit, unit, extra=extra)
     # Metrics are left alone: the run itself recorded its failure (with its duration) unless
     # it was killed, and then the last-success timestamp ageing is what alerts.
-    runner.ping(conf.monitoring.ping_failure, f"trackerbackup@{backup_type}.service failed")
+    tail = _journal_tail(unit)
+    runner.ping(conf.monitoring.ping_failure, tail or f"{unit} failed")
+    if conf.monitoring.failure_command:
+        _run_failure_command(conf.monitoring.failure_command, backup_type, unit, tail)
     return ExitCode.OK
+
+
+def _journal_tail(unit: str, lines: int = 50) -> str:
+    try:
+        result = execute.run(("journalctl", "--unit", unit, "--lines", str(lines),
+                              "--no-pager", "--output", "short-iso"), op="read the unit's log",
+                             timeout=30)
+    except (OSError, TrackerBackupError):
+        return ""
+    return result.stdout.decode("utf-8", "replace")
+
+
+def _run_failure_command(command: Sequence[str], backup_type: str, unit: str,
+                         tail: str) -> None:
+    env = {**os.environ, "TRACKERBACKUP_TYPE": backup_type, "TRACKERBACKUP_UNIT": unit}
+    try:
+        execute.run(command, op="run monitoring.failure_command", env=env,
+                    input_bytes=tail.encode(), timeout=300)
+    except (OSError, TrackerBackupError) as error:
+        logger.warning("monitoring.failure_command failed: %s", error,
+                       extra=fields(type=backup_type))
 
 
 COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {

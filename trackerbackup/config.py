@@ -94,6 +94,7 @@ SCHEMA: dict[str, dict[str, Key]] = {
         "ping_start": Key(str, ""),
         "ping_success": Key(str, ""),
         "ping_failure": Key(str, ""),
+        "failure_command": Key(list, []),
     },
     "storage": _type_keys(paths=None, exclude=True),
     "database": _type_keys(paths=None, exclude=False),
@@ -137,6 +138,7 @@ class Monitoring:
     ping_start: str
     ping_success: str
     ping_failure: str
+    failure_command: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -311,7 +313,12 @@ def _build(values: dict[str, dict[str, Any]], source: str, problems: list[str]) 
         ping_start=monitoring["ping_start"],
         ping_success=monitoring["ping_success"],
         ping_failure=monitoring["ping_failure"],
+        failure_command=tuple(monitoring["failure_command"]),
     )
+    command = built_monitoring.failure_command
+    if command and not Path(command[0]).is_absolute():
+        problems.append("monitoring.failure_command: the program (first item) must be an "
+                        "absolute path")
     for key in ("ping_start", "ping_success", "ping_failure"):
         url = monitoring[key]
         if url and not url.startswith(("http://", "https://")):

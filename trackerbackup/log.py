@@ -77,7 +77,7 @@ class JournalHandler(logging.Handler):
                 PRIORITY=str(PRIORITY_BY_LEVEL.get(record.levelno, 6)),
                 SYSLOG_IDENTIFIER="trackerbackup",
                 CODE_FILE=record.pathname,
-                CODE_LINE=str(record.lineno),
+                CODE_LINE=record.lineno,
                 CODE_FUNC=record.funcName,
                 **extra,
             )

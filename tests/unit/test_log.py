@@ -36,6 +36,20 @@ def test_journal_handler_sends_structured_fields(monkeypatch: pytest.MonkeyPatch
     assert record["SYSLOG_IDENTIFIER"] == "trackerbackup"
 
 
+def test_records_pass_the_real_journal_send(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only the socket write is replaced: python3-systemd's own argument checks run."""
+    journal = pytest.importorskip("systemd.journal")
+    sent: list[tuple[str, ...]] = []
+    monkeypatch.setattr(journal, "sendv", lambda *args: sent.append(args))
+    log.setup("journal")
+    log.get_logger().error("failed", extra=fields(Event.RUN_FAILED, type="selective"))
+    [args] = sent
+    assert "MESSAGE=failed" in args
+    assert f"MESSAGE_ID={Event.RUN_FAILED.value}" in args
+    assert "TRACKERBACKUP_TYPE=selective" in args
+    assert any(a.startswith("CODE_LINE=") for a in args)
+
+
 def test_auto_target_uses_the_journal_only_under_systemd(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("INVOCATION_ID", raising=False)
     monkeypatch.delenv("JOURNAL_STREAM", raising=False)

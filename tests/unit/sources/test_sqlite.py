@@ -236,10 +236,13 @@ def test_over_budget_copies_while_frozen(tmp_path: Path, over_budget: str,
     assert report.estimated_stall_seconds == pytest.approx(db.stat().st_size / 1000.0)
 
 
-def test_copy_overrunning_the_budget_releases_the_lock_and_pauses(tmp_path: Path) -> None:
+def test_copy_overrunning_the_budget_releases_the_lock_and_pauses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     db = make_db(tmp_path / "tracker.db")
     freezer = RecordingFreezer("pause")
     # The estimate fits, the real copy cannot: it is abandoned after its first chunk.
+    monkeypatch.setattr(sqlite, "WRITER_WAKE_UP_SLACK", 0.0)
     policy = SqlitePolicy(max_writer_stall=1e-9, copy_rate_bytes_per_s=1e18)
 
     report = sqlite.snapshot(db, tmp_path / "snapshot.db", policy, lambda name: freezer)
