@@ -148,6 +148,9 @@ def vacuum_into(db: Path, dest: Path, writer: Writer) -> Outcome:
 
 def measure(name: str, method: Method, db: Path, mode: str, rows: int, work: Path) -> Row:
     dest = work / "copy.db"
+    # Start each row on a quiet disk: no writeback left over from the previous one.
+    os.sync()
+    time.sleep(1)
     writer = Writer(db, rows, work)
     try:
         writer.wait_for_commits(WARM_UP_COMMITS)
@@ -180,7 +183,9 @@ def run(rows: int, work: Path, budget: float, backup_timeout: float) -> list[Row
         ("cp (live file)", copy_with_cp, MODES),
         ("stop, cp, start", stop_copy_start, MODES),
         ("sqlite3 .backup (100 pages a step)", make_stepped_backup(backup_timeout), MODES),
-        ("trackerbackup snapshot", make_trackerbackup(budget), MODES),
+        (f"trackerbackup snapshot (budget {budget:g} s)", make_trackerbackup(budget), MODES),
+        ("trackerbackup snapshot, over budget: pause (budget 0.01 s)",
+         make_trackerbackup(0.01), ("delete",)),
         ("backup API, one step", one_step_backup, ("wal",)),
         ("VACUUM INTO", vacuum_into, ("wal",)),
     ]
@@ -194,7 +199,8 @@ def run(rows: int, work: Path, budget: float, backup_timeout: float) -> list[Row
 
 
 def format_row(row: Row, cp_wall: float | None) -> str:
-    ratio = f"{row.outcome.wall / cp_wall:.2f}x" if cp_wall else ""
+    reference = row.method.startswith("writer alone")
+    ratio = f"{row.outcome.wall / cp_wall:.2f}x" if cp_wall and not reference else ""
     mode = "WAL" if row.mode == "wal" else "rollback (DELETE)"
     return (f"| {row.method} | {mode} | {row.outcome.wall:.2f} | {ratio} | "
             f"{row.stats.max_latency_ms:.0f} | {row.stats.p99_latency_ms:.0f} | "
@@ -214,12 +220,13 @@ def table(rows: list[Row]) -> str:
 
 
 def machine() -> str:
-    mount = subprocess.run(["df", "-T", "--output=source,fstype", "."], capture_output=True,
+    mount = subprocess.run(["df", "--output=source,fstype", "."], capture_output=True,
                            text=True, check=False).stdout.split("\n")[1].split()
     disks = subprocess.run(["lsblk", "-d", "-n", "-o", "NAME,MODEL,ROTA,SIZE"],
                            capture_output=True, text=True, check=False).stdout.strip()
+    disk_list = "; ".join(" ".join(disk.split()) for disk in disks.splitlines())
     return (f"{os.cpu_count()} CPUs, {platform.machine()}, Linux {platform.release()}, "
-            f"filesystem {' '.join(mount)}, disks: {disks.replace(chr(10), '; ')}; "
+            f"filesystem {' '.join(mount)}, disks: {disk_list}; "
             f"Python {platform.python_version()}, SQLite {sqlite3.sqlite_version}")
 
 

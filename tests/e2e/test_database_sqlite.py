@@ -97,7 +97,7 @@ def test_snapshots_of_a_live_tracker_are_prefix_consistent_and_no_write_fails(
         assert details["container"] == stack.tracker_container
         assert details["table_rows"]["torrents"] >= 20_000
         if journal_mode == "wal":
-            assert details["strategy"] == "wal-online-backup"
+            assert details["strategy"] == "wal-pinned-copy"
         snapshot = restore_snapshot(backup, tmp_path)
         seq = assert_prefix_consistent(snapshot, stack.initial_db, stack.oplog)
         assert seq > 0

@@ -157,7 +157,7 @@ class SnapshotReport:
 
 
 @dataclass(frozen=True)
-class _Header:
+class SqliteHeader:
     page_size: int
     page_count: int
     journal_mode: JournalMode
@@ -172,7 +172,7 @@ class _Copy:
 
 
 @dataclass(frozen=True)
-class _Verification:
+class Verification:
     page_size: int
     page_count: int
     table_rows: dict[str, int]
@@ -213,7 +213,7 @@ def inspect(
     )
 
 
-def read_header(db_path: Path, source_keys: str = SOURCE_KEYS) -> _Header:
+def read_header(db_path: Path, source_keys: str = SOURCE_KEYS) -> SqliteHeader:
     try:
         with open(db_path, "rb") as file:
             raw = file.read(HEADER_SIZE)
@@ -235,7 +235,7 @@ def read_header(db_path: Path, source_keys: str = SOURCE_KEYS) -> _Header:
     return _parse_header(raw, db_path.stat().st_size)
 
 
-def _parse_header(raw: bytes, file_size: int) -> _Header:
+def _parse_header(raw: bytes, file_size: int) -> SqliteHeader:
     page_size = int.from_bytes(raw[16:18], "big")
     if page_size == 1:
         page_size = 65536
@@ -245,7 +245,7 @@ def _parse_header(raw: bytes, file_size: int) -> _Header:
     if page_count == 0 or raw[24:28] != raw[92:96]:
         page_count = file_size // page_size
     journal_mode: JournalMode = "wal" if raw[18] == 2 or raw[19] == 2 else "rollback"
-    return _Header(page_size, page_count, journal_mode)
+    return SqliteHeader(page_size, page_count, journal_mode)
 
 
 def copy_rate(db_path: Path, size: int, policy: SqlitePolicy) -> float:
@@ -653,7 +653,7 @@ def _sendfile(source_fd: int, target_fd: int, offset: int, count: int) -> int:
 # ----------------------------------------------------------------------------- verify
 
 
-def verify_snapshot(path: Path, mode: IntegrityMode = "full") -> _Verification:
+def verify_snapshot(path: Path, mode: IntegrityMode = "full") -> Verification:
     """integrity_check (or quick_check) must answer exactly 'ok'; counts every table."""
     pragma = "integrity_check" if mode == "full" else "quick_check"
     try:
@@ -661,7 +661,7 @@ def verify_snapshot(path: Path, mode: IntegrityMode = "full") -> _Verification:
             answer = [row[0] for row in connection.execute(f"PRAGMA {pragma}")]
             if answer != ["ok"]:
                 raise _corrupt(path, pragma, "; ".join(str(line) for line in answer[:5]))
-            return _Verification(
+            return Verification(
                 page_size=connection.execute("PRAGMA page_size").fetchone()[0],
                 page_count=connection.execute("PRAGMA page_count").fetchone()[0],
                 table_rows=_table_rows(connection),
