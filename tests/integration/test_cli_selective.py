@@ -139,3 +139,14 @@ def test_unreadable_path_is_an_environment_error(world_traversable_dir: Path) ->
     assert str(compose / "storage/tracker/etc") in result.stderr
     selective = base / "backups/selective"
     assert not selective.exists() or not list(selective.iterdir())
+
+
+def test_short_disk_space_is_refused_before_writing(site: Path) -> None:
+    conf = site / "trackerbackup.toml"
+    conf.write_text(conf.read_text().replace(
+        "[general]\n", "[general]\nmin_free_bytes = 1_000_000_000_000_000\n"))
+    result = trackerbackup(site, "run", "selective")
+    assert result.returncode == 3, result.stderr
+    assert "not enough free space" in result.stderr
+    assert "general.backup_dir" in result.stderr
+    assert not list((site / "backups").glob("selective/*"))

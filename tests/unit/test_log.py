@@ -58,3 +58,17 @@ def test_auto_target_uses_the_journal_only_under_systemd(monkeypatch: pytest.Mon
     monkeypatch.setenv("INVOCATION_ID", "abc")
     log.setup("auto")
     assert isinstance(log.get_logger().handlers[0], log.JournalHandler)
+
+
+def test_progress_is_shown_on_a_terminal_only(capsys: pytest.CaptureFixture[str],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(log.Progress, "enabled", True)
+    monkeypatch.setattr(log.Progress, "INTERVAL", 0.0)
+    progress = log.Progress("writing tracker.db.zst", 4 * 2**20)
+    progress.advance(2**21)
+    progress.finish()
+    shown = capsys.readouterr().err
+    assert "writing tracker.db.zst: 2 MiB of 4 (50%)" in shown
+    monkeypatch.setattr(log.Progress, "enabled", False)
+    log.Progress("quiet", None).advance(10)
+    assert capsys.readouterr().err == ""
