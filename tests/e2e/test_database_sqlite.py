@@ -74,11 +74,13 @@ def root_owned_files(directory: Path) -> list[str]:
     return [p.name for p in directory.iterdir() if p.stat().st_uid == 0]
 
 
+@pytest.mark.parametrize("rows", [20_000, 300_000], ids=["small", "medium"])
 @pytest.mark.parametrize("journal_mode", ["delete", "wal"])
 def test_snapshots_of_a_live_tracker_are_prefix_consistent_and_no_write_fails(
-    stack_factory: Callable[..., Stack], tmp_path: Path, journal_mode: str
+    stack_factory: Callable[..., Stack], tmp_path: Path, journal_mode: str, rows: int
 ) -> None:
-    stack = stack_factory(flavour="sqlite", journal_mode=journal_mode, rows=20_000)
+    stack = stack_factory(flavour="sqlite", journal_mode=journal_mode, rows=rows)
+    add_config(stack, "[database.retention]\nkeep_last = 10\n")  # check every run's snapshot
     stack.wait_for_commits(200)
     for _ in range(3):
         result = trackerbackup(stack, "run", "database")
@@ -89,18 +91,20 @@ def test_snapshots_of_a_live_tracker_are_prefix_consistent_and_no_write_fails(
     assert status["failed"] == 0, status["errors"]
 
     found = backups(stack)
-    assert len(found) >= 1  # retention keeps the newest of the day (keep_last=1, daily=7)
+    assert len(found) == 3
+    seqs = []
     for backup in found:
         details = manifest(stack, backup)["source"]
         assert details["journal_mode"] == ("wal" if journal_mode == "wal" else "rollback")
         assert details["integrity"] == "ok"
         assert details["container"] == stack.tracker_container
-        assert details["table_rows"]["torrents"] >= 20_000
+        assert details["table_rows"]["torrents"] >= rows
         if journal_mode == "wal":
             assert details["strategy"] == "wal-pinned-copy"
         snapshot = restore_snapshot(backup, tmp_path)
-        seq = assert_prefix_consistent(snapshot, stack.initial_db, stack.oplog)
-        assert seq > 0
+        seqs.append(assert_prefix_consistent(snapshot, stack.initial_db, stack.oplog))
+    assert seqs == sorted(seqs, reverse=True)  # newest first, each a later prefix
+    assert seqs[-1] > 0
     database_dir = stack.db_path.parent
     assert root_owned_files(database_dir) == []
     assert (database_dir.stat().st_mode & 0o7777) == 0o2770
