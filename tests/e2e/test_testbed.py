@@ -174,7 +174,10 @@ def test_tracker_standin_is_shaped_like_the_real_one(sqlite_stack: Stack) -> Non
     assert no_cli.strip() == "none"
     for tree in (sqlite_stack.tracker_lib, sqlite_stack.tracker_etc, sqlite_stack.tracker_log):
         for path in [tree, *tree.rglob("*")]:
-            st = path.stat()
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue  # a -journal of the live database, gone since it was listed
             assert (st.st_uid, st.st_gid) == (1000, 1000), path
             if path.is_dir():
                 assert stat.S_IMODE(st.st_mode) == 0o2770, path
