@@ -232,7 +232,8 @@ def test_over_budget_copies_while_frozen(tmp_path: Path, over_budget: str,
     assert not freezers[0].inside
     assert report.strategy == strategy
     assert report.freeze_seconds > 0
-    assert report.lock_held_seconds < 0.1  # only while the (instant) freeze takes effect
+    # Held only while the (instant) freeze takes effect, far below the estimated stall.
+    assert report.lock_held_seconds < 0.5
     assert report.estimated_stall_seconds == pytest.approx(db.stat().st_size / 1000.0)
 
 
