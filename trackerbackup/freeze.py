@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from trackerbackup import lock
+from trackerbackup.atomic import write_atomically
 from trackerbackup.docker import Container, Docker
 from trackerbackup.log import Event, fields, get_logger
 
@@ -32,10 +33,9 @@ def _write_marker(run_dir: Path, container: Container, action: str) -> Path:
     directory = _marker_dir(run_dir)
     directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     marker = directory / f"{container.id}.json"
-    temp = marker.with_suffix(".tmp")
-    temp.write_text(json.dumps({"id": container.id, "name": container.name, "action": action,
-                                "previous_state": container.state, "pid": os.getpid()}))
-    os.replace(temp, marker)
+    write_atomically(marker, json.dumps({"id": container.id, "name": container.name,
+                                         "action": action, "previous_state": container.state,
+                                         "pid": os.getpid()}).encode())
     return marker
 
 

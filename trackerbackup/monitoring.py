@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import re
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -26,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 
 from trackerbackup import __version__
+from trackerbackup.atomic import write_atomically
 from trackerbackup.log import get_logger
 
 PING_TIMEOUT_S = 10.0
@@ -89,7 +88,9 @@ def write_textfile(
     values[LAST_RUN] = finished.timestamp()
     values[LAST_RUN_SUCCESS] = 1.0 if success else 0.0
     values[LAST_DURATION] = max(0.0, float(duration_s))
-    _write_atomically(path, render(backup_type, values))
+    # node_exporter runs as another user; the metrics are not secret, and the service's
+    # UMask=0077 would otherwise hide them.
+    write_atomically(path, render(backup_type, values).encode(), mode=0o644)
 
 
 def render(backup_type: str, values: dict[str, float]) -> str:
@@ -129,29 +130,6 @@ def _read_samples(path: Path) -> dict[str, float]:
         with contextlib.suppress(ValueError):
             samples[match["name"]] = float(match["value"])
     return samples
-
-
-def _write_atomically(path: Path, text: str) -> None:
-    # The temp name does not end in .prom: node_exporter ignores it.
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            # node_exporter runs as another user; the metrics are not secret, and the
-            # service's UMask=0077 would otherwise hide them.
-            os.fchmod(out.fileno(), 0o644)
-            out.write(text)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp_name)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def mask_url(url: str) -> str:

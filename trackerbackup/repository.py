@@ -24,6 +24,7 @@ from typing import Any
 import tomli_w
 
 from trackerbackup import __version__
+from trackerbackup.atomic import fsync_dir, write_atomically
 from trackerbackup.errors import BackupFailed, EnvironmentProblem
 from trackerbackup.stream import ArtifactInfo, ArtifactWriter, verify_artifact
 
@@ -41,14 +42,6 @@ def format_id(moment: datetime) -> str:
 
 def parse_id(backup_id: str) -> datetime:
     return datetime.strptime(backup_id, ID_FORMAT).replace(tzinfo=UTC)
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True)
@@ -223,24 +216,8 @@ class PartialBackup:
                           for a in self.artifacts],
         }
         write_atomically(self.path / MANIFEST, tomli_w.dumps(manifest).encode())
-        fsync_dir(self.path)
         os.rename(self.path, self.final_path)
         fsync_dir(self.path.parent)
         self.committed = True
         self.path = self.final_path
         return self.path
-
-
-def write_atomically(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """temp file in the same directory, fsync, rename, fsync the directory."""
-    temp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
-    fsync_dir(path.parent)
