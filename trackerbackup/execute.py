@@ -8,10 +8,7 @@ Secrets never travel in argv: pass them through `env` or an inherited pipe.
 from __future__ import annotations
 
 import subprocess
-import tempfile
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import IO
+from collections.abc import Mapping, Sequence
 
 from trackerbackup.errors import BackupFailed
 
@@ -71,42 +68,3 @@ def run(
     if check and result.returncode != 0:
         raise CommandFailed(argv, result.returncode, _tail(result.stderr, secrets), op, secrets)
     return result
-
-
-@contextmanager
-def stream_stdout(
-    argv: Sequence[str],
-    *,
-    op: str = "",
-    secrets: Sequence[str] = (),
-    env: Mapping[str, str] | None = None,
-) -> Iterator[IO[bytes]]:
-    """Yield the process's stdout as a stream; on exit wait for it and check its status.
-
-    stderr goes to a temporary file (not a pipe) so a chatty process can never deadlock
-    against a reader that is busy with stdout.
-    """
-    with tempfile.TemporaryFile() as stderr_file:
-        process = subprocess.Popen(
-            list(argv),
-            stdout=subprocess.PIPE,
-            stderr=stderr_file,
-            stdin=subprocess.DEVNULL,
-            env=dict(env) if env is not None else None,
-        )
-        assert process.stdout is not None
-        try:
-            yield process.stdout
-        except BaseException:
-            process.kill()
-            process.wait()
-            raise
-        finally:
-            process.stdout.close()
-        returncode = process.wait()
-        if returncode != 0:
-            stderr_file.seek(0, 2)
-            size = stderr_file.tell()
-            stderr_file.seek(max(0, size - READ_TAIL_BYTES))
-            raise CommandFailed(argv, returncode, _tail(stderr_file.read(), secrets), op,
-                                secrets)

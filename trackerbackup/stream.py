@@ -184,14 +184,6 @@ def verify_artifact(path: Path, info: ArtifactInfo) -> None:
                            op="verify artifact", path=str(path))
 
 
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def copy_into(source: IO[bytes], writer: Writable) -> int:
     copied = 0
     while chunk := source.read(CHUNK):
