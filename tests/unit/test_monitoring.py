@@ -32,6 +32,13 @@ _HELP = re.compile(rf"^# HELP (?P<name>{_METRIC_NAME}) \S.*$")
 _TYPE = re.compile(rf"^# TYPE (?P<name>{_METRIC_NAME}) (counter|gauge|histogram|summary|untyped)$")
 
 
+def publish(directory: Path, backup_type: str, *, success: bool = True,
+            finished: datetime = FINISHED, duration_s: float = 1,
+            size_bytes: int | None = 1) -> None:
+    monitoring.write_textfile(directory, backup_type, success=success, finished=finished,
+                              duration_s=duration_s, size_bytes=size_bytes)
+
+
 def parse(text: str) -> dict[str, tuple[dict[str, str], float]]:
     """Parse and validate a textfile: each family has HELP and TYPE before its sample."""
     assert text.endswith("\n"), "the last line must end with a newline"
@@ -62,14 +69,7 @@ def read(directory: Path, backup_type: str) -> dict[str, tuple[dict[str, str], f
 
 
 def test_success_writes_every_metric_with_its_type_label(tmp_path: Path) -> None:
-    monitoring.write_textfile(
-        tmp_path,
-        "database",
-        success=True,
-        finished=FINISHED,
-        duration_s=12.5,
-        size_bytes=123_456_789,
-    )
+    publish(tmp_path, "database", duration_s=12.5, size_bytes=123_456_789)
 
     samples = read(tmp_path, "database")
 
@@ -87,14 +87,7 @@ def test_success_writes_every_metric_with_its_type_label(tmp_path: Path) -> None
 
 def test_textfile_parses_with_the_reference_parser(tmp_path: Path) -> None:
     parser = pytest.importorskip("prometheus_client.parser")
-    monitoring.write_textfile(
-        tmp_path,
-        "storage",
-        success=True,
-        finished=FINISHED,
-        duration_s=0.25,
-        size_bytes=7,
-    )
+    publish(tmp_path, "storage", duration_s=0.25, size_bytes=7)
 
     text = (tmp_path / "trackerbackup_storage.prom").read_text()
     families = {f.name: f for f in parser.text_string_to_metric_families(text)}
@@ -105,24 +98,10 @@ def test_textfile_parses_with_the_reference_parser(tmp_path: Path) -> None:
 
 
 def test_failure_keeps_last_success_and_size(tmp_path: Path) -> None:
-    monitoring.write_textfile(
-        tmp_path,
-        "selective",
-        success=True,
-        finished=FINISHED,
-        duration_s=3,
-        size_bytes=42,
-    )
+    publish(tmp_path, "selective", duration_s=3, size_bytes=42)
     later = FINISHED + timedelta(days=1)
 
-    monitoring.write_textfile(
-        tmp_path,
-        "selective",
-        success=False,
-        finished=later,
-        duration_s=1.5,
-        size_bytes=None,
-    )
+    publish(tmp_path, "selective", success=False, finished=later, duration_s=1.5, size_bytes=None)
 
     samples = read(tmp_path, "selective")
     assert samples["trackerbackup_last_success_timestamp_seconds"][1] == FINISHED.timestamp()
@@ -133,14 +112,7 @@ def test_failure_keeps_last_success_and_size(tmp_path: Path) -> None:
 
 
 def test_failure_without_any_success_has_no_success_timestamp(tmp_path: Path) -> None:
-    monitoring.write_textfile(
-        tmp_path,
-        "database",
-        success=False,
-        finished=FINISHED,
-        duration_s=1,
-        size_bytes=None,
-    )
+    publish(tmp_path, "database", success=False, size_bytes=None)
 
     samples = read(tmp_path, "database")
     assert "trackerbackup_last_success_timestamp_seconds" not in samples
@@ -148,24 +120,10 @@ def test_failure_without_any_success_has_no_success_timestamp(tmp_path: Path) ->
 
 
 def test_types_have_separate_files_and_do_not_touch_each_other(tmp_path: Path) -> None:
-    monitoring.write_textfile(
-        tmp_path,
-        "database",
-        success=True,
-        finished=FINISHED,
-        duration_s=1,
-        size_bytes=1,
-    )
+    publish(tmp_path, "database")
     before = (tmp_path / "trackerbackup_database.prom").read_bytes()
 
-    monitoring.write_textfile(
-        tmp_path,
-        "storage",
-        success=False,
-        finished=FINISHED,
-        duration_s=1,
-        size_bytes=None,
-    )
+    publish(tmp_path, "storage", success=False, size_bytes=None)
 
     assert (tmp_path / "trackerbackup_database.prom").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -176,14 +134,7 @@ def test_types_have_separate_files_and_do_not_touch_each_other(tmp_path: Path) -
 
 def test_atomic_write_leaves_no_temp_files_and_is_world_readable(tmp_path: Path) -> None:
     for i in range(5):
-        monitoring.write_textfile(
-            tmp_path,
-            "database",
-            success=i % 2 == 0,
-            finished=FINISHED,
-            duration_s=i,
-            size_bytes=i,
-        )
+        publish(tmp_path, "database", success=i % 2 == 0, duration_s=i, size_bytes=i)
 
     assert [p.name for p in tmp_path.iterdir()] == ["trackerbackup_database.prom"]
     mode = stat.S_IMODE((tmp_path / "trackerbackup_database.prom").stat().st_mode)
@@ -191,28 +142,14 @@ def test_atomic_write_leaves_no_temp_files_and_is_world_readable(tmp_path: Path)
 
 
 def test_failed_write_raises_oserror_and_leaves_no_temp_file(tmp_path: Path) -> None:
-    monitoring.write_textfile(
-        tmp_path,
-        "database",
-        success=True,
-        finished=FINISHED,
-        duration_s=1,
-        size_bytes=1,
-    )
+    publish(tmp_path, "database")
     before = (tmp_path / "trackerbackup_database.prom").read_bytes()
     # A directory where the file should go makes the final rename fail.
     blocked = tmp_path / "blocked"
     (blocked / "trackerbackup_database.prom").mkdir(parents=True)
 
     with pytest.raises(IsADirectoryError):
-        monitoring.write_textfile(
-            blocked,
-            "database",
-            success=True,
-            finished=FINISHED,
-            duration_s=1,
-            size_bytes=1,
-        )
+        publish(blocked, "database")
 
     assert [p.name for p in blocked.iterdir()] == ["trackerbackup_database.prom"]
     assert (tmp_path / "trackerbackup_database.prom").read_bytes() == before
@@ -220,26 +157,12 @@ def test_failed_write_raises_oserror_and_leaves_no_temp_file(tmp_path: Path) -> 
 
 def test_missing_directory_raises_oserror(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
-        monitoring.write_textfile(
-            tmp_path / "absent",
-            "database",
-            success=True,
-            finished=FINISHED,
-            duration_s=1,
-            size_bytes=1,
-        )
+        publish(tmp_path / "absent", "database")
 
 
 def test_naive_datetime_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="timezone-aware"):
-        monitoring.write_textfile(
-            tmp_path,
-            "database",
-            success=True,
-            finished=datetime(2026, 1, 1),
-            duration_s=1,
-            size_bytes=1,
-        )
+        publish(tmp_path, "database", finished=datetime(2026, 1, 1))
 
 
 @pytest.fixture
