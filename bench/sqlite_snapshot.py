@@ -8,7 +8,7 @@ each journal mode, measures:
 - stop-copy-start: the writer stopped (SIGSTOP) for a `cp`: downtime = copy time;
 - the `sqlite3 .backup` equivalent: the online backup API, 100 pages a step, as the CLI
   does, given `--backup-timeout` seconds; the progress reached is reported;
-- trackerbackup's snapshot (`trackerbackup.sources.sqlite.snapshot`);
+- trackerbackup's snapshot (`trackerbackup.sqlite.snapshot`);
 - in WAL mode, the alternatives it does not use: backup API in one step, VACUUM INTO.
 
 For each: wall time, ratio to `cp`, the writer's max and p99 transaction time (its
@@ -39,7 +39,7 @@ from tests.integration.sqlite_workload import (
     WriterStats,
     build_tracker_db,
 )
-from trackerbackup.sources import sqlite
+from trackerbackup import sqlite
 
 WARM_UP_COMMITS = 50
 COOL_DOWN_COMMITS = 50

@@ -40,7 +40,7 @@ def _write_marker(run_dir: Path, container: Container, action: str) -> Path:
 
 
 class DockerFreezer:
-    """A `Freezer` (see sources/sqlite.py) backed by docker pause or a stop window."""
+    """A `Freezer` (see sqlite/model.py) backed by docker pause or a stop window."""
 
     def __init__(self, docker: Docker, container: Container, run_dir: Path, name: str) -> None:
         if name not in ("pause", "stop"):

@@ -30,9 +30,9 @@ from tests.integration.sqlite_workload import (
     replay,
     table_digests,
 )
+from trackerbackup import sqlite
 from trackerbackup.errors import EnvironmentProblem
-from trackerbackup.sources import sqlite
-from trackerbackup.sources.sqlite import SnapshotReport, SqlitePolicy
+from trackerbackup.sqlite import FaultPoints, SnapshotReport, SqlitePolicy
 
 SMALL = 2_000
 MEDIUM = 300_000
@@ -107,14 +107,14 @@ def assert_no_write_lost(database: LiveDatabase) -> None:
     assert stats.max_latency_ms < TRACKER_BUSY_TIMEOUT_MS
 
 
-def snapshot_runs(database: LiveDatabase, policy: SqlitePolicy,
-                  runs: int = RUNS) -> list[SnapshotReport]:
+def snapshot_runs(database: LiveDatabase, policy: SqlitePolicy, runs: int = RUNS,
+                  faults: FaultPoints = sqlite.NO_FAULTS) -> list[SnapshotReport]:
     reports = []
     last_seq = 0
     for run in range(runs):
         dest = database.scratch / f"snapshot-{run}.db"
         reports.append(sqlite.snapshot(database.db, dest, policy,
-                                       database.freezer_factory()))
+                                       database.freezer_factory(), faults=faults))
         seq = database.assert_exact_prefix(dest)
         assert seq > last_seq
         last_seq = seq
@@ -147,22 +147,19 @@ def test_live_snapshots_are_exact_prefixes_and_lose_no_write(
 
 @pytest.mark.slow
 def test_wal_copy_is_exact_while_checkpoints_and_wal_restarts_race_it(
-    live: Callable[..., LiveDatabase], monkeypatch: pytest.MonkeyPatch
+    live: Callable[..., LiveDatabase],
 ) -> None:
     """A checkpoint after nearly every commit, and a copy slowed to let ~100 commits,
     checkpoints and WAL restarts happen while it runs."""
     database = live(20_000, "wal", autocheckpoint=2)
-    monkeypatch.setattr(sqlite, "COPY_CHUNK_BYTES", 64 * 1024)
-    copy_chunk = sqlite._copy_file_range
-
-    def slow_copy_chunk(source_fd: int, target_fd: int, offset: int, count: int) -> int:
+    def slow_chunk(offset: int) -> None:
         time.sleep(0.015)
-        return copy_chunk(source_fd, target_fd, offset, count)
 
-    monkeypatch.setattr(sqlite, "_copy_file_range", slow_copy_chunk)
+    slow = FaultPoints(before_db_chunk=slow_chunk, before_wal_chunk=slow_chunk,
+                       chunk_bytes=64 * 1024, reflink=False)
     commits_before = database.writer.committed()
 
-    reports = snapshot_runs(database, SqlitePolicy(), runs=5)
+    reports = snapshot_runs(database, SqlitePolicy(), runs=5, faults=slow)
 
     assert database.writer.committed() - commits_before > 300
     assert all(r.copy_seconds > 0.3 for r in reports)
@@ -187,19 +184,18 @@ def test_over_budget_pauses_the_writer_for_the_copy(
 
 @pytest.mark.slow
 def test_the_writer_runs_again_when_the_copy_fails_while_paused(
-    live: Callable[..., LiveDatabase], monkeypatch: pytest.MonkeyPatch
+    live: Callable[..., LiveDatabase],
 ) -> None:
     database = live(MEDIUM, "delete")
     policy = SqlitePolicy(max_writer_stall=1e-6, copy_rate_bytes_per_s=1e6)
     dest = database.scratch / "snapshot.db"
 
-    def disk_full(*args: object) -> str:
+    def disk_full(offset: int) -> None:
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
-    monkeypatch.setattr(sqlite, "copy_file", disk_full)
-
     with pytest.raises(EnvironmentProblem, match="No space left"):
-        sqlite.snapshot(database.db, dest, policy, database.freezer_factory())
+        sqlite.snapshot(database.db, dest, policy, database.freezer_factory(),
+                        faults=FaultPoints(before_db_chunk=disk_full, reflink=False))
 
     assert database.freezers[0].times_frozen == 1
     assert process_state(database.writer.pid) not in ("T", "t")

@@ -1,7 +1,7 @@
 """The database type: the tracker's database, by its driver.
 
 SQLite: the file is found through the tracker container's bind mount (`docker inspect`)
-or taken from `sqlite.host_path`; the snapshot itself is `sources/sqlite.py`, which
+or taken from `sqlite.host_path`; the snapshot itself is `trackerbackup/sqlite/`, which
 freezes the tracker through `freeze.DockerFreezer` when the copy would stall its writers
 for longer than the budget.
 """
@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from trackerbackup import sqlite
 from trackerbackup.config import Config, TypeSettings
 from trackerbackup.docker import Container, Docker
 from trackerbackup.errors import EnvironmentProblem, TrackerBackupError, UsageError
 from trackerbackup.freeze import DockerFreezer
 from trackerbackup.log import Event, fields, get_logger
 from trackerbackup.repository import PartialBackup
-from trackerbackup.sources import Plan, Source, SourceResult, sqlite
+from trackerbackup.sources import Plan, Source, SourceResult
 from trackerbackup.stream import SUFFIX, copy_into
 
 log = get_logger()

@@ -1,4 +1,4 @@
-"""sources/sqlite.py on real SQLite files, without concurrent processes (see
+"""trackerbackup/sqlite/ on real SQLite files, without concurrent processes (see
 tests/integration/test_sqlite_live.py for the live writer)."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 import tomli_w
 
+from trackerbackup import sqlite
 from trackerbackup.errors import BackupFailed, EnvironmentProblem
-from trackerbackup.sources import sqlite
-from trackerbackup.sources.sqlite import SqlitePolicy
+from trackerbackup.sqlite import SqlitePolicy, header, rollback
 
 ROWS = 3000
 FAST = SqlitePolicy(copy_rate_bytes_per_s=1e12)
@@ -134,7 +134,7 @@ def test_inspect_measures_a_copy_rate_when_none_is_configured(tmp_path: Path) ->
 
     info = sqlite.inspect(db)
 
-    assert info.size_bytes > sqlite.RATE_SAMPLE_BYTES
+    assert info.size_bytes > header.RATE_SAMPLE_BYTES
     assert info.copy_rate_bytes_per_s > 0
     assert info.estimated_stall_seconds == pytest.approx(
         info.size_bytes / info.copy_rate_bytes_per_s)
@@ -243,7 +243,7 @@ def test_copy_overrunning_the_budget_releases_the_lock_and_pauses(
     db = make_db(tmp_path / "tracker.db")
     freezer = RecordingFreezer("pause")
     # The estimate fits, the real copy cannot: it is abandoned after its first chunk.
-    monkeypatch.setattr(sqlite, "WRITER_WAKE_UP_SLACK", 0.0)
+    monkeypatch.setattr(rollback, "WRITER_WAKE_UP_SLACK", 0.0)
     policy = SqlitePolicy(max_writer_stall=1e-9, copy_rate_bytes_per_s=1e18)
 
     report = sqlite.snapshot(db, tmp_path / "snapshot.db", policy, lambda name: freezer)
@@ -283,7 +283,7 @@ def test_a_lock_held_through_every_stop_window_gives_a_clear_error(tmp_path: Pat
     with pytest.raises(EnvironmentProblem, match="held the database lock"):
         sqlite.snapshot(db, tmp_path / "snapshot.db", STOP, lambda name: freezer)
 
-    assert freezer.entered == sqlite.FROZEN_ATTEMPTS
+    assert freezer.entered == rollback.FROZEN_ATTEMPTS
     assert not freezer.inside
     assert not (tmp_path / "snapshot.db").exists()
 
@@ -365,37 +365,6 @@ def test_verify_accepts_a_sound_database_and_counts_every_table(tmp_path: Path) 
     checked = sqlite.verify_snapshot(db)
 
     assert checked.table_rows == {"keys": 10, "torrents": ROWS}
-
-
-# -------------------------------------------------------------------------------- copy
-
-
-def test_copy_file_copies_exactly_and_says_how(tmp_path: Path) -> None:
-    source = tmp_path / "source"
-    source.write_bytes(os.urandom(3 * 1024 * 1024 + 17))
-    target = tmp_path / "target"
-    with open(source, "rb") as src, open(target, "wb") as dst:
-        method = sqlite.copy_file(src.fileno(), dst.fileno(), source.stat().st_size)
-
-    assert target.read_bytes() == source.read_bytes()
-    assert method in ("reflink", "copy_file_range", "sendfile")
-
-
-def test_copy_file_stops_when_the_check_says_so(tmp_path: Path) -> None:
-    source = tmp_path / "source"
-    source.write_bytes(b"x" * (3 * sqlite.COPY_CHUNK_BYTES))
-
-    class Enough(Exception):
-        pass
-
-    def stop() -> None:
-        raise Enough
-
-    with open(source, "rb") as src, open(tmp_path / "target", "wb") as dst, \
-            pytest.raises(Enough):
-        sqlite.copy_file(src.fileno(), dst.fileno(), source.stat().st_size, stop)
-
-    assert (tmp_path / "target").stat().st_size < source.stat().st_size
 
 
 # -------------------------------------------------------------------------- enable_wal
