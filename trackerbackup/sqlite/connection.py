@@ -125,6 +125,15 @@ def sqlite_failure(
             hint="let the tracker open the database once (it rolls the journal back), "
                  "then retry",
         )
+    if name.startswith("SQLITE_CANTOPEN"):
+        return EnvironmentProblem(
+            f"cannot open the database or create its -wal/-shm: {error}", op=op,
+            path=str(db_path),
+            hint=f"a WAL database whose -wal and -shm do not exist needs a writable "
+                 f"directory to be read: make {db_path.parent} writable for trackerbackup "
+                 f"(not a read-only mount; for the unit: 'systemctl edit "
+                 f"trackerbackup@.service', [Service] ReadWritePaths={db_path.parent})",
+        )
     if isinstance(error, sqlite3.DatabaseError) and name in ("SQLITE_NOTADB", "SQLITE_CORRUPT"):
         return EnvironmentProblem(f"the database cannot be read: {error}", op=op,
                                   path=str(db_path),

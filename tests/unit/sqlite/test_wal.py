@@ -8,6 +8,7 @@ the stale snapshots of a copy that always replays the -wal (the bug of issue 8).
 from __future__ import annotations
 
 import random
+import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -18,7 +19,7 @@ import pytest
 
 from tests.unit.sqlite.scripted_writer import InconsistentSnapshot, ScriptedWriter, commits_in
 from trackerbackup import sqlite
-from trackerbackup.errors import BackupFailed
+from trackerbackup.errors import BackupFailed, EnvironmentProblem
 from trackerbackup.sqlite import FaultPoints, SnapshotReport, SqlitePolicy, wal
 
 CHUNK = 64 * 1024
@@ -218,3 +219,35 @@ def test_stress_random_slow_copies_against_a_writer_that_restarts_the_wal_consta
     # Both branches ran: the -wal replayed, and the database file alone (a restart).
     assert {used for used, _ in outcomes} == {True, False}
     assert sum(ahead > 0 for _, ahead in outcomes) > STRESS_SNAPSHOTS // 4
+
+
+@pytest.fixture
+def read_only_mount(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
+    """(source dir, the same dir bind-mounted read-only): needs root and mount(8)."""
+    source, mounted = tmp_path / "rw", tmp_path / "ro"
+    source.mkdir()
+    mounted.mkdir()
+    for argv in (["mount", "--bind", str(source), str(mounted)],
+                 ["mount", "-o", "remount,bind,ro", str(mounted)]):
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            subprocess.run(["umount", str(mounted)], capture_output=True, check=False)
+            pytest.skip(f"cannot make a read-only bind mount here: {result.stderr.strip()}")
+    yield source, mounted
+    subprocess.run(["umount", str(mounted)], check=True)
+
+
+def test_a_wal_database_on_a_read_only_mount_without_wal_files_is_a_clear_error(
+    read_only_mount: tuple[Path, Path], tmp_path: Path
+) -> None:
+    source, mounted = read_only_mount
+    writer = ScriptedWriter(source / "tracker.db", "wal")
+    writer.commit(5)
+    writer.close()  # the last connection removes the -wal and -shm
+    assert not Path(f"{source}/tracker.db-wal").exists()
+
+    with pytest.raises(EnvironmentProblem, match="create its -wal/-shm") as raised:
+        sqlite.snapshot(mounted / "tracker.db", tmp_path / "snap.db", QUICK, None)
+
+    assert f"ReadWritePaths={mounted}" in str(raised.value)
+    assert raised.value.exit_code == 3
