@@ -16,7 +16,7 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from trackerbackup import __version__, config, execute, freeze, log, runner
+from trackerbackup import __version__, cli_restore, config, execute, freeze, log, runner
 from trackerbackup.config import BACKUP_TYPES, Config
 from trackerbackup.docker import Docker
 from trackerbackup.errors import (
@@ -28,6 +28,7 @@ from trackerbackup.errors import (
     UsageError,
 )
 from trackerbackup.log import Event, fields
+from trackerbackup.manifest import read_verification
 from trackerbackup.repository import Repository
 from trackerbackup.sources import Plan
 
@@ -93,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     failure = commands.add_parser("notify-failure",
                                   help="record a failed unit (the OnFailure= unit)")
     failure.add_argument("type", metavar="TYPE")
+    cli_restore.add_parsers(commands)
     return parser
 
 
@@ -110,6 +112,8 @@ def _known_type(name: str) -> str:
 
 
 def cmd_run(conf: Config, args: argparse.Namespace) -> int:
+    if args.type == cli_restore.VERIFY_JOB:
+        return cli_restore.run_verify_job(conf)
     backup_type = _known_type(args.type)
     if not conf.type(backup_type).enabled and not args.force:
         logger.info("the %s backup is disabled ([%s] enabled = false in %s): skipped; "
@@ -148,12 +152,23 @@ def cmd_list(conf: Config, args: argparse.Namespace) -> int:
     if not backups:
         print(f"no backups in {conf.general.backup_dir}")
         return ExitCode.OK
-    print(f"{'TYPE':<10} {'ID':<26} {'SIZE':>14} {'VERIFIED':<8} WARNINGS")
+    print(f"{'TYPE':<10} {'ID':<26} {'SIZE':>14} {'VERIFIED':<8} {'LAST VERIFY':<24} WARNINGS")
     for backup in backups:
         print(f"{backup.type:<10} {backup.id:<26} {backup.size:>14,} "
-              f"{'yes' if backup.verified else 'NO':<8} "
+              f"{'yes' if backup.verified else 'NO':<8} {_last_verify(backup.path):<24} "
               f"{len(backup.manifest.get('warnings', []))}")
     return ExitCode.OK
+
+
+def _last_verify(path: Path) -> str:
+    try:
+        record = read_verification(path)
+    except TrackerBackupError:
+        return "unreadable record"
+    if record is None:
+        return "never"
+    stamp = record.verified_at.strftime("%Y-%m-%d %H:%M")
+    return f"{stamp} {'ok' if record.ok else 'FAILED'}"
 
 
 def cmd_prune(conf: Config, args: argparse.Namespace) -> int:
@@ -253,6 +268,8 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "sqlite": cmd_sqlite,
     "recover": cmd_recover,
     "notify-failure": cmd_notify_failure,
+    "verify": cli_restore.cmd_verify,
+    "restore": cli_restore.cmd_restore,
 }
 
 EVENT_BY_ERROR: dict[type[TrackerBackupError], Event] = {

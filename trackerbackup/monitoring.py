@@ -189,3 +189,34 @@ def ping(url: str, body: str | None = None, timeout: float = PING_TIMEOUT_S) -> 
         return False
     logger.debug("ping %s ok", masked)
     return True
+
+
+LAST_VERIFIED = "trackerbackup_last_verified_timestamp_seconds"
+LAST_VERIFY_SUCCESS = "trackerbackup_last_verify_success"
+VERIFY_HELP: dict[str, str] = {
+    LAST_VERIFIED: "Unix time the newest backup of this type last passed `trackerbackup verify`.",
+    LAST_VERIFY_SUCCESS: "1 if the last verification of this type passed, else 0.",
+}
+
+
+def verify_textfile_path(directory: Path, backup_type: str) -> Path:
+    return directory / f"trackerbackup_{backup_type}_verify.prom"
+
+
+def write_verify_textfile(directory: Path, backup_type: str, *, ok: bool,
+                          verified_at: datetime) -> None:
+    """Publish the outcome of a verification of `backup_type` (its own file, so a verify
+    and a backup run of the same type never race); a failure keeps the last success."""
+    path = verify_textfile_path(directory, backup_type)
+    values = {name: value for name, value in _read_samples(path).items()
+              if name == LAST_VERIFIED}
+    if ok:
+        values[LAST_VERIFIED] = verified_at.timestamp()
+    values[LAST_VERIFY_SUCCESS] = 1.0 if ok else 0.0
+    label = f'{{type="{_escape_label(backup_type)}"}}'
+    lines = []
+    for name, help_text in VERIFY_HELP.items():
+        if name in values:
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge",
+                      f"{name}{label} {_format_value(values[name])}"]
+    write_atomically(path, ("\n".join(lines) + "\n").encode(), mode=0o644)

@@ -25,7 +25,8 @@ import tomli_w
 
 from trackerbackup import __version__
 from trackerbackup.atomic import fsync_dir, write_atomically
-from trackerbackup.errors import BackupFailed, EnvironmentProblem
+from trackerbackup.errors import BackupFailed, EnvironmentProblem, TrackerBackupError
+from trackerbackup.manifest import read_verification
 from trackerbackup.stream import ArtifactInfo, ArtifactWriter, verify_artifact
 
 MANIFEST = "manifest.toml"
@@ -71,6 +72,15 @@ class Backup:
         }
 
 
+def _failed_verify(path: Path) -> bool:
+    """A backup whose newest `trackerbackup verify` failed no longer counts as verified."""
+    try:
+        record = read_verification(path)
+    except TrackerBackupError:
+        return True
+    return record is not None and not record.ok
+
+
 class Repository:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -102,7 +112,7 @@ class Repository:
                 path=path,
                 started=datetime.fromisoformat(manifest["started"]),
                 finished=datetime.fromisoformat(manifest["finished"]),
-                verified=bool(manifest.get("verified", False)),
+                verified=manifest.get("verified") is True and not _failed_verify(path),
                 size=sum(int(a["size"]) for a in manifest.get("artifacts", [])),
                 manifest=manifest,
             )

@@ -190,3 +190,32 @@ def copy_into(source: IO[bytes], writer: Writable) -> int:
         writer.write(chunk)
         copied += len(chunk)
     return copied
+
+
+def expand_artifact(path: Path, compression: str, raw_size: int, raw_sha256: str,
+                    dest: Path) -> None:
+    """Decompress a stored artifact into `dest` (created 0600, fsynced), streaming, and
+    check its raw size and sha256 on the way; `dest` is removed on any failure."""
+    digest = hashlib.sha256()
+    written = 0
+    try:
+        with open_raw(path, compression) as reader, \
+                open(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600),
+                     "wb") as out:
+            while chunk := reader.read(CHUNK):
+                digest.update(chunk)
+                out.write(chunk)
+                written += len(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if written != raw_size or digest.hexdigest() != raw_sha256:
+            raise BackupFailed("decompressed content differs from the manifest",
+                               op="expand artifact", path=str(path),
+                               hint="the backup is damaged: use another one")
+    except (EOFError, zstandard.ZstdError) as error:
+        dest.unlink(missing_ok=True)
+        raise BackupFailed(f"cannot decompress: {error}", op="expand artifact",
+                           path=str(path)) from error
+    except BaseException:
+        dest.unlink(missing_ok=True)
+        raise

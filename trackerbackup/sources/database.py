@@ -8,17 +8,28 @@ for longer than the budget.
 
 from __future__ import annotations
 
+import os
+from contextlib import ExitStack
 from pathlib import Path
 
 from trackerbackup import sqlite
+from trackerbackup.atomic import fsync_dir
 from trackerbackup.config import Config, TypeSettings
 from trackerbackup.docker import Container, Docker
-from trackerbackup.errors import EnvironmentProblem, TrackerBackupError, UsageError
+from trackerbackup.errors import BackupFailed, EnvironmentProblem, TrackerBackupError, UsageError
 from trackerbackup.freeze import DockerFreezer
+from trackerbackup.inplace import in_place_steps
 from trackerbackup.log import Event, fields, get_logger
 from trackerbackup.repository import PartialBackup
-from trackerbackup.sources import Plan, Source, SourceResult
-from trackerbackup.stream import SUFFIX, copy_into
+from trackerbackup.sources import (
+    Plan,
+    RestoreRequest,
+    Source,
+    SourceResult,
+    Step,
+    StoredBackup,
+)
+from trackerbackup.stream import SUFFIX, copy_into, expand_artifact
 
 log = get_logger()
 
@@ -133,3 +144,61 @@ def enable_wal(config: Config, docker: Docker) -> Path:
         )
     sqlite.enable_wal(path, DockerFreezer(docker, container, config.general.run_dir, "stop"))
     return path
+
+
+# ------------------------------------------------------------------ the read side
+
+
+class SqliteSnapshotKind:
+    """Verify and restore a `source.kind = "sqlite"` backup: one SQLite snapshot."""
+
+    def __init__(self, config: Config, docker: Docker) -> None:
+        self.config = config
+        self.docker = docker
+
+    def verify(self, backup: StoredBackup, scratch: Path) -> list[str]:
+        artifact_path, artifact = backup.only_artifact()
+        expanded = scratch / "snapshot.db"
+        expand_artifact(artifact_path, artifact.compression, artifact.raw_size,
+                        artifact.raw_sha256, expanded)
+        try:
+            checked = sqlite.verify_snapshot(expanded, "full")
+        finally:
+            expanded.unlink(missing_ok=True)
+        recorded = backup.manifest.source.get("table_rows")
+        if recorded != checked.table_rows:
+            raise BackupFailed(
+                f"row counts {checked.table_rows} differ from the manifest's {recorded}",
+                op="verify sqlite snapshot", path=str(artifact_path))
+        return ["PRAGMA integrity_check (full): ok",
+                f"row counts of {len(checked.table_rows)} tables match the manifest"]
+
+    def restore_steps(self, backup: StoredBackup, request: RestoreRequest) -> list[Step]:
+        if request.only:
+            raise UsageError("--only selects paths of an archive; a database is restored whole",
+                             op="restore database")
+        if request.target is not None:
+            return self._steps_to_target(backup, request.target)
+        source = TrackerSqliteSource(self.config, self.config.type("database"), self.docker)
+        live, container = source.locate()
+        return in_place_steps(backup, live, container, self.docker,
+                              self.config.general.backup_dir, self.config.general.run_dir)
+
+    def _steps_to_target(self, backup: StoredBackup, target: Path) -> list[Step]:
+        artifact_path, artifact = backup.only_artifact()
+        name = Path(backup.manifest.source.get("path", "tracker.db")).name
+        dest = target / name
+
+        def expand(stack: ExitStack) -> None:
+            target.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if dest.exists():
+                raise UsageError(f"{dest} exists already", op="restore database",
+                                 hint="choose an empty --target directory")
+            staged = target / f".{name}.restoring"
+            staged.unlink(missing_ok=True)
+            expand_artifact(artifact_path, artifact.compression, artifact.raw_size,
+                            artifact.raw_sha256, staged)
+            os.rename(staged, dest)
+            fsync_dir(target)
+
+        return [Step(f"write the snapshot of backup {backup.id} to {dest}", expand)]

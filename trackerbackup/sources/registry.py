@@ -6,8 +6,9 @@ from collections.abc import Callable
 
 from trackerbackup.config import Config
 from trackerbackup.docker import Docker
-from trackerbackup.sources import Source
-from trackerbackup.sources.database import database_source
+from trackerbackup.errors import UsageError
+from trackerbackup.sources import Source, SourceKind
+from trackerbackup.sources.database import SqliteSnapshotKind, database_source
 from trackerbackup.sources.files import FilesSource
 
 
@@ -19,3 +20,12 @@ SOURCES: dict[str, Callable[[Config, str, Docker], Source]] = {
     "selective": _selective,
     "database": database_source,
 }
+
+
+def source_kind(kind: str, config: Config, docker: Docker) -> SourceKind:
+    """The read side for a manifest's `source.kind`."""
+    if kind == "sqlite":
+        return SqliteSnapshotKind(config, docker)
+    raise UsageError(f"backups of source kind {kind!r} cannot be verified or restored by "
+                     "this version", op="read backup",
+                     hint="upgrade trackerbackup, or restore by hand (docs/format.md)")

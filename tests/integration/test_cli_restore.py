@@ -1,0 +1,145 @@
+"""`trackerbackup verify` and `restore` of the database type, as an operator runs them,
+on a database given by `sqlite.host_path` (no container; the test bed proves the rest)."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[2]
+
+
+def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "trackerbackup", "--config", str(config), "--log-target",
+         "console", *args],
+        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+        check=False, timeout=120, stdin=subprocess.DEVNULL)
+
+
+def rows(db: Path) -> list[tuple[object, ...]]:
+    connection = sqlite3.connect(db)
+    try:
+        return connection.execute("SELECT id, value FROM items ORDER BY id").fetchall()
+    finally:
+        connection.close()
+
+
+def write_rows(db: Path, values: range) -> None:
+    connection = sqlite3.connect(db)
+    try:
+        connection.execute("CREATE TABLE IF NOT EXISTS items (id INTEGER PRIMARY KEY, value)")
+        connection.executemany("INSERT OR REPLACE INTO items VALUES (?, ?)",
+                               ((v, f"v{v}") for v in values))
+        connection.commit()
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def site(tmp_path: Path) -> tuple[Path, Path]:
+    """(config, live database): a tracker-owned database and one committed backup."""
+    live_dir = tmp_path / "storage" / "tracker" / "lib" / "database"
+    live_dir.mkdir(parents=True)
+    live = live_dir / "tracker.db"
+    write_rows(live, range(1, 101))
+    os.chown(live, 1000, 1000)
+    os.chmod(live, 0o640)
+    config = tmp_path / "trackerbackup.toml"
+    config.write_text(
+        f'[general]\nbackup_dir = "{tmp_path}/backups"\nrun_dir = "{tmp_path}/run"\n'
+        f'docker = "/nonexistent/docker"\n[sqlite]\nhost_path = "{live}"\n')
+    result = cli(config, "run", "database")
+    assert result.returncode == 0, result.stderr
+    return config, live
+
+
+def only_backup(config: Path) -> Path:
+    backups = sorted((config.parent / "backups" / "database").glob("2*"))
+    assert len(backups) == 1
+    return backups[0]
+
+
+def test_verify_checks_the_newest_backup_and_list_shows_when(site: tuple[Path, Path]) -> None:
+    config, _ = site
+
+    verified = cli(config, "verify", "database")
+    listing = cli(config, "list", "database")
+
+    assert verified.returncode == 0, verified.stderr
+    assert "PRAGMA integrity_check (full): ok" in verified.stdout
+    assert "row counts of 1 tables match the manifest" in verified.stdout
+    assert (only_backup(config) / "verification.toml").exists()
+    assert listing.stdout.splitlines()[1].split()[3:6][0] == "yes"
+    assert " ok " in listing.stdout.splitlines()[1]
+
+
+def test_a_flipped_byte_fails_verify_and_restore_refuses(site: tuple[Path, Path],
+                                                         tmp_path: Path) -> None:
+    config, _ = site
+    backup = only_backup(config)
+    artifact = backup / "tracker.db.zst"
+    data = bytearray(artifact.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    artifact.write_bytes(bytes(data))
+
+    verified = cli(config, "verify", "database")
+    listing = cli(config, "list", "database")
+    latest = cli(config, "restore", "database", "--latest", "--target", str(tmp_path / "out"))
+    by_id = cli(config, "restore", "database", "--id", backup.name, "--target",
+                str(tmp_path / "out"))
+
+    assert verified.returncode == 1
+    assert f"database {backup.name}: FAILED" in verified.stdout
+    assert "stored bytes differ from what was written" in verified.stdout
+    assert "FAILED verification" in verified.stderr
+    assert " NO " in listing.stdout.splitlines()[1]
+    assert latest.returncode == 2
+    assert "no verified database backup to restore" in latest.stderr
+    assert by_id.returncode == 1
+    assert f"backup {backup.name} failed verification" in by_id.stderr
+    assert not (tmp_path / "out" / "tracker.db").exists()
+
+
+def test_restore_to_a_target_directory_gives_the_backed_up_rows(site: tuple[Path, Path],
+                                                               tmp_path: Path) -> None:
+    config, live = site
+    write_rows(live, range(101, 151))  # changes after the backup
+
+    result = cli(config, "restore", "database", "--latest", "--target", str(tmp_path / "out"))
+
+    assert result.returncode == 0, result.stderr
+    assert rows(tmp_path / "out" / "tracker.db") == [(v, f"v{v}") for v in range(1, 101)]
+    assert len(rows(live)) == 150  # the live database was not touched
+
+
+def test_restore_in_place_dry_run_consent_and_safety_copy(site: tuple[Path, Path]) -> None:
+    config, live = site
+    write_rows(live, range(101, 151))
+    Path(f"{live}-journal").write_bytes(b"")  # a stale companion that must go
+
+    dry = cli(config, "restore", "database", "--latest", "--dry-run")
+    refused = cli(config, "restore", "database", "--latest")
+    assert len(rows(live)) == 150
+    done = cli(config, "restore", "database", "--latest", "--yes")
+
+    assert dry.returncode == 0, dry.stderr
+    assert "1. verify backup" in dry.stdout
+    assert "(asks first unless --yes)" in dry.stdout
+    assert refused.returncode == 2
+    assert "pass --yes" in refused.stderr
+    assert done.returncode == 0, done.stderr
+    assert rows(live) == [(v, f"v{v}") for v in range(1, 101)]
+    info = live.stat()
+    assert (info.st_uid, info.st_gid, info.st_mode & 0o7777) == (1000, 1000, 0o640)
+    assert not Path(f"{live}-journal").exists()
+    safety = list((config.parent / "backups" / "safety").glob("database-*"))
+    assert len(safety) == 1
+    assert len(rows(safety[0] / "tracker.db")) == 150
+    assert (safety[0] / "restore.toml").exists()
+    assert not (safety[0] / "RESTORE-IN-PROGRESS").exists()

@@ -1,0 +1,138 @@
+"""The `verify` and `restore` sub-commands (and `run verify`, what the verify unit runs)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from trackerbackup import lock, monitoring, runner
+from trackerbackup.config import BACKUP_TYPES, Config
+from trackerbackup.docker import Docker
+from trackerbackup.errors import ExitCode, UsageError
+from trackerbackup.log import get_logger
+from trackerbackup.manifest import read_manifest
+from trackerbackup.repository import Repository
+from trackerbackup.restore import RestoreOptions, restore
+from trackerbackup.sources import StoredBackup
+from trackerbackup.sources.registry import source_kind
+from trackerbackup.verify import Verified, verify_backup
+
+logger = get_logger()
+VERIFY_JOB = "verify"
+
+
+def add_parsers(commands: Any) -> None:
+    verify = commands.add_parser("verify", help="check stored backups end to end")
+    verify.add_argument("type", metavar="TYPE", nargs="?", help="only this type")
+    which = verify.add_mutually_exclusive_group()
+    which.add_argument("--id", help="this backup")
+    which.add_argument("--latest", action="store_true", help="the newest of each type "
+                       "(the default)")
+    which.add_argument("--all", action="store_true", help="every backup")
+
+    restore_cmd = commands.add_parser("restore", help="restore a backup")
+    restore_cmd.add_argument("type", metavar="TYPE")
+    pick = restore_cmd.add_mutually_exclusive_group(required=True)
+    pick.add_argument("--id", help="this backup")
+    pick.add_argument("--latest", action="store_true", help="the newest verified backup")
+    where = restore_cmd.add_mutually_exclusive_group()
+    where.add_argument("--target", type=str, metavar="DIR",
+                       help="write into DIR; touches no container and no live file")
+    where.add_argument("--in-place", action="store_true",
+                       help="over the live files (archives: the tracker must be stopped)")
+    restore_cmd.add_argument("--only", nargs="+", default=[], metavar="PATH",
+                             help="archives: only these members (and what is under them)")
+    restore_cmd.add_argument("--dry-run", action="store_true", help="print every step only")
+    restore_cmd.add_argument("--yes", action="store_true",
+                             help="do not ask before stopping a container or overwriting")
+    restore_cmd.add_argument("--force", action="store_true",
+                             help="restore even a backup that fails verification")
+
+
+def cmd_verify(conf: Config, args: argparse.Namespace) -> int:
+    types = (args.type,) if args.type else _enabled_types(conf)
+    failed = 0
+    for backup_type in types:
+        if backup_type not in BACKUP_TYPES:
+            raise UsageError(f"unknown type {backup_type!r}",
+                             hint=f"one of: {', '.join(BACKUP_TYPES)}")
+        with lock.hold(conf.general.run_dir, backup_type, wait=True):
+            for outcome in _verify_type(conf, backup_type, args):
+                failed += not outcome.record.ok
+                _print_verified(outcome)
+    return ExitCode.BACKUP_FAILED if failed else ExitCode.OK
+
+
+def run_verify_job(conf: Config) -> int:
+    """`trackerbackup run verify`: the newest backup of every enabled type, with pings."""
+    runner.ping(conf.monitoring.ping_start, None)
+    status = cmd_verify(conf, argparse.Namespace(type=None, id=None, latest=True, all=False))
+    if status == ExitCode.OK:
+        runner.ping(conf.monitoring.ping_success, None)
+    else:
+        runner.ping(conf.monitoring.ping_failure, "trackerbackup verify: a backup failed")
+    return status
+
+
+def _enabled_types(conf: Config) -> tuple[str, ...]:
+    return tuple(t for t in BACKUP_TYPES if conf.type(t).enabled)
+
+
+def _verify_type(conf: Config, backup_type: str, args: argparse.Namespace) -> list[Verified]:
+    backups = Repository(conf.general.backup_dir).backups(backup_type)
+    if args.id:
+        backups = [b for b in backups if b.id == args.id]
+        if not backups:
+            raise UsageError(f"no {backup_type} backup with id {args.id}",
+                             hint=f"'trackerbackup list {backup_type}' shows the ids")
+    elif not args.all:
+        backups = backups[:1]
+    docker = Docker(conf.general.docker)
+    outcomes = []
+    for backup in backups:
+        stored = StoredBackup(backup.path, read_manifest(backup.path))
+        outcomes.append(verify_backup(stored, source_kind(stored.manifest.kind, conf, docker)))
+    if outcomes and conf.monitoring.textfile_dir is not None and not args.id:
+        newest = outcomes[0].record
+        monitoring.write_verify_textfile(conf.monitoring.textfile_dir, backup_type,
+                                         ok=newest.ok, verified_at=newest.verified_at)
+    return outcomes
+
+
+def _print_verified(outcome: Verified) -> None:
+    manifest, record = outcome.backup.manifest, outcome.record
+    print(f"{manifest.type} {manifest.id}: {'ok' if record.ok else 'FAILED'}")
+    for check in record.checks:
+        print(f"  {check}")
+    if record.problem:
+        print(f"  problem: {record.problem}")
+
+
+def cmd_restore(conf: Config, args: argparse.Namespace) -> int:
+    options = RestoreOptions(
+        backup_type=args.type, backup_id=None if args.latest else args.id,
+        target=Path(args.target).absolute() if args.target else None,
+        in_place=args.in_place, only=tuple(args.only), dry_run=args.dry_run,
+        yes=args.yes, force=args.force)
+    steps = restore(conf, Docker(conf.general.docker), options, ask=_ask_on_terminal(),
+                    say=print)
+    if args.dry_run:
+        print("restore would, in this order:")
+        for number, step in enumerate(steps, 1):
+            consent = "  (asks first unless --yes)" if step.consent else ""
+            print(f"  {number}. {step.description}{consent}")
+    else:
+        print("restore finished")
+    return ExitCode.OK
+
+
+def _ask_on_terminal() -> Any:
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        return None
+
+    def ask(question: str) -> bool:
+        return input(f"{question} [y/N] ").strip().lower() in ("y", "yes")
+
+    return ask
