@@ -27,6 +27,7 @@ from trackerbackup.errors import (
     TrackerBackupError,
     UsageError,
 )
+from trackerbackup.inplace import interrupted_restores
 from trackerbackup.log import Event, fields
 from trackerbackup.manifest import read_verification
 from trackerbackup.repository import Repository
@@ -188,6 +189,9 @@ def cmd_check(conf: Config, args: argparse.Namespace) -> int:
     print(f"configuration {conf.source}: valid")
     docker = Docker(conf.general.docker)
     problems = 0
+    for message in interrupted_restores(conf.general.backup_dir):
+        problems += 1
+        print(f"PROBLEM: {message}")
     for backup_type in _types(args.type):
         state = "enabled" if conf.type(backup_type).enabled else "disabled"
         try:

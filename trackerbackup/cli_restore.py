@@ -117,7 +117,7 @@ def cmd_restore(conf: Config, args: argparse.Namespace) -> int:
         in_place=args.in_place, only=tuple(args.only), dry_run=args.dry_run,
         yes=args.yes, force=args.force)
     steps = restore(conf, Docker(conf.general.docker), options, ask=_ask_on_terminal(),
-                    say=print)
+                    say=_say)
     if args.dry_run:
         print("restore would, in this order:")
         for number, step in enumerate(steps, 1):
@@ -126,6 +126,10 @@ def cmd_restore(conf: Config, args: argparse.Namespace) -> int:
     else:
         print("restore finished")
     return ExitCode.OK
+
+
+def _say(line: str) -> None:
+    print(line, flush=True)  # each step as it starts, also into a pipe
 
 
 def _ask_on_terminal() -> Any:
