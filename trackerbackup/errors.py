@@ -52,6 +52,21 @@ class BackupFailed(TrackerBackupError):
     exit_code = ExitCode.BACKUP_FAILED
 
 
+class UnsafeArchiveMember(BackupFailed):
+    """An archive member that extraction refuses: it would lead outside the target, write
+    through a symlink, create a device, or carry a setuid bit nobody allowed. The archive
+    cannot be restored as it is (exit 1, like a failed verification); nothing was written
+    outside the target."""
+
+    def __init__(self, member: str, reason: str, hint: str | None = None) -> None:
+        super().__init__(
+            f"member refused: {reason}", op="extract archive", path=member,
+            hint=hint or "this archive was not written by trackerbackup as it is, or was "
+                         "altered: run 'trackerbackup verify', inspect it with 'tar -tvf'")
+        self.member = member
+        self.reason = reason
+
+
 class UsageError(TrackerBackupError):
     exit_code = ExitCode.USAGE
 
