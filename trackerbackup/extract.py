@@ -17,8 +17,9 @@ links, hard links within the archive, empty directories, mtimes to the nanosecon
 
 When it fails, extraction stops at the failing member: the members before it are complete
 and in place (each file was renamed into place only after its fsync), the failing file's
-temporary file is removed, and directories keep mode 0700 (root-owned if new): their own
-owner, mode and mtime are applied only at the end. Only a SIGKILL can leave a temporary
+temporary file is removed, and new directories keep mode 0700 (root-owned): their own
+owner, mode and mtime are applied only at the end. Parents the archive does not hold
+(opt/ above opt/torrust/) are created 0755, root-owned. Only a SIGKILL can leave a temporary
 file, named `.trackerbackup-extract-<random>.tmp` in its directory. Run the restore again
 (or into a fresh target): a second run replaces what the first one wrote.
 """
@@ -98,22 +99,20 @@ def extract(archive: Path, compression: str, target: Path, *, only: Sequence[str
     rules = MemberRules(str(target), only=only, strip_prefix=strip_prefix,
                         allowed_setuid=allowed_setuid)
     report = ExtractReport(target=target, dry_run=dry_run)
-    root, created = _open_target(target, dry_run)
-    tree = Tree(root)
-    try:
-        with _HashingReader.open(archive, compression) as raw:
+    with _HashingReader.open(archive, compression) as raw, _open_tar(raw, archive) as tar:
+        root, created = _open_target(target, dry_run)  # once the archive is known readable
+        tree = Tree(root)
+        try:
             extractor = _Extractor(tree, rules, report)
-            with tarfile.open(fileobj=cast(IO[bytes], raw), mode="r|", bufsize=CHUNK,
-                              tarinfo=BoundedTarInfo) as tar:
-                for info in _members(tar, archive):
-                    extractor.add(info, _content(tar, info, archive))
-            raw.drain()
-            report.raw_size, report.raw_sha256 = raw.size, raw.digest.hexdigest()
-        extractor.finish(target)
-    finally:
-        tree.close()
+            for info in _members(tar, archive):
+                extractor.add(info, _content(tar, info, archive))
+            extractor.finish(target)
+        finally:
+            tree.close()
+        raw.drain()
     if created:
         fsync_dir(target.parent)
+    report.raw_size, report.raw_sha256 = raw.size, raw.digest.hexdigest()
     report.unmatched = rules.unmatched()
     return report
 
@@ -158,6 +157,15 @@ class _HashingReader:
 def _unreadable(archive: Path, error: BaseException) -> BackupFailed:
     return BackupFailed(f"the archive is damaged or truncated: {error}", op=OP,
                         path=str(archive), hint="run 'trackerbackup verify' on this backup")
+
+
+def _open_tar(raw: _HashingReader, archive: Path) -> tarfile.TarFile:
+    """Stream mode: forward only, one member at a time (reads the first header)."""
+    try:
+        return tarfile.open(fileobj=cast(IO[bytes], raw), mode="r|", bufsize=CHUNK,
+                            tarinfo=BoundedTarInfo)
+    except (tarfile.TarError, EOFError) as error:
+        raise _unreadable(archive, error) from error
 
 
 def _members(tar: tarfile.TarFile, archive: Path) -> Iterator[tarfile.TarInfo]:
@@ -340,6 +348,11 @@ class _Extractor:
             return
         try:
             self._tree.finish(self._directories)
+        except Obstacle as obstacle:
+            raise EnvironmentProblem(
+                "a directory was replaced during the extraction", op=OP,
+                path=str(target.joinpath(*obstacle.parts)),
+                hint="restore into a directory nothing else writes to") from None
         except OSError as error:
             raise _target_problem(error, target, "set the directories' metadata") from error
 

@@ -16,7 +16,7 @@ from trackerbackup.errors import BackupFailed, EnvironmentProblem, UsageError
 from trackerbackup.extract import extract
 from trackerbackup.extract_rules import Kind
 from trackerbackup.sources.files import FileSet, TarWriter
-from trackerbackup.stream import SUFFIX, ArtifactWriter
+from trackerbackup.stream import SUFFIX, ArtifactInfo, ArtifactWriter
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,15 +43,17 @@ def make_source(root: Path) -> Path:
     return root
 
 
-def backup(source: Path, archive: Path, compression: str = "zstd") -> Path:
-    """The archive trackerbackup's selective type writes for `source`."""
+def backup(source: Path, archive: Path, compression: str = "zstd") -> ArtifactInfo:
+    """The archive trackerbackup's selective type writes for `source`, and what its
+    manifest says about it."""
     files = FileSet(roots=(source,), missing=(), exclude_patterns=(), exclude_dirs=())
     with ArtifactWriter(archive, compression) as out:
         writer = TarWriter(out)
         for path in files.walk():
             writer.add(path)
         writer.close()
-    return archive
+    assert out.info is not None
+    return out.info
 
 
 @pytest.fixture
@@ -66,7 +68,8 @@ def host_path(path: Path) -> str:
 @pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])
 def test_round_trip_keeps_owners_modes_links_times_and_content(
         tmp_path: Path, source: Path, compression: str) -> None:
-    archive = backup(source, tmp_path / f"files.tar{SUFFIX[compression]}", compression)
+    archive = tmp_path / f"files.tar{SUFFIX[compression]}"
+    info = backup(source, archive, compression)
     target = tmp_path / "restored"
     report = extract(archive, compression, target, strip_prefix=str(source))
     assert snapshot(target) == snapshot(source)
@@ -79,18 +82,13 @@ def test_round_trip_keeps_owners_modes_links_times_and_content(
     assert report.dirs == 19  # the source root included: it is the target itself now
     assert report.bytes == sum(p.stat().st_size for p in source.rglob("*")
                                if p.is_file() and not p.is_symlink()) - 20  # linked once
-    assert report.raw_size == archive_raw_size(archive, compression)
+    assert (report.raw_size, report.raw_sha256) == (info.raw_size, info.raw_sha256)
     assert not list(target.rglob(".trackerbackup-extract-*"))
 
 
-def archive_raw_size(archive: Path, compression: str) -> int:
-    from trackerbackup.stream import open_raw
-    with open_raw(archive, compression) as raw:
-        return len(raw.read())
-
-
 def test_full_host_paths_land_under_the_target(tmp_path: Path, source: Path) -> None:
-    archive = backup(source, tmp_path / "files.tar.zst")
+    archive = tmp_path / "files.tar.zst"
+    backup(source, archive)
     target = tmp_path / "restored"
     extract(archive, "zstd", target)
     restored = target / host_path(source)
@@ -100,7 +98,8 @@ def test_full_host_paths_land_under_the_target(tmp_path: Path, source: Path) -> 
 
 
 def test_a_second_run_replaces_everything_in_place(tmp_path: Path, source: Path) -> None:
-    archive = backup(source, tmp_path / "files.tar.zst")
+    archive = tmp_path / "files.tar.zst"
+    backup(source, archive)
     target = tmp_path / "restored"
     extract(archive, "zstd", target, strip_prefix=str(source))
     (target / "opt/torrust/.env").write_text("changed since the backup\n")
@@ -111,7 +110,8 @@ def test_a_second_run_replaces_everything_in_place(tmp_path: Path, source: Path)
 
 
 def test_only_restores_the_named_subtree(tmp_path: Path, source: Path) -> None:
-    archive = backup(source, tmp_path / "files.tar.zst")
+    archive = tmp_path / "files.tar.zst"
+    backup(source, archive)
     target = tmp_path / "restored"
     etc = source / "opt/torrust/storage/tracker/etc"
     report = extract(archive, "zstd", target,
@@ -128,14 +128,16 @@ def test_only_restores_the_named_subtree(tmp_path: Path, source: Path) -> None:
 
 def test_only_without_the_file_a_hard_link_needs_is_refused(tmp_path: Path,
                                                            source: Path) -> None:
-    archive = backup(source, tmp_path / "files.tar.zst")
+    archive = tmp_path / "files.tar.zst"
+    backup(source, archive)
     link = source / "opt/torrust/storage/tracker/lib/shared-again"
     with pytest.raises(BackupFailed, match="include the file it links to"):
         extract(archive, "zstd", tmp_path / "restored", only=[str(link)])
 
 
 def test_dry_run_lists_every_action_and_writes_nothing(tmp_path: Path, source: Path) -> None:
-    archive = backup(source, tmp_path / "files.tar.zst")
+    archive = tmp_path / "files.tar.zst"
+    backup(source, archive)
     target = tmp_path / "restored"
     before = snapshot(tmp_path)
     report = extract(archive, "zstd", target, strip_prefix=str(source), dry_run=True)
@@ -168,6 +170,21 @@ def test_a_truncated_archive_fails_without_leaving_a_partial_file(tmp_path: Path
     assert (target / "data/small").read_bytes() == b"complete"
     assert sorted(os.listdir(target / "data")) == ["small"]  # no temporary file left
     assert describe(target / "data").mode == 0o700  # its own mode comes only at the end
+
+
+@pytest.mark.parametrize(("compression", "content"), [
+    ("none", b"not a tar archive " * 100),
+    ("zstd", b"not a zstd frame " * 100),
+    ("gzip", b"not a gzip stream " * 100),
+    ("none", b""),
+])
+def test_an_unreadable_archive_fails_before_the_target_is_created(
+        tmp_path: Path, compression: str, content: bytes) -> None:
+    archive = tmp_path / "files.tar"
+    archive.write_bytes(content)
+    with pytest.raises(BackupFailed, match="the archive is damaged or truncated"):
+        extract(archive, compression, tmp_path / "restored")
+    assert not (tmp_path / "restored").exists()
 
 
 def test_a_directory_in_the_way_of_a_file_is_an_environment_problem(tmp_path: Path) -> None:
@@ -221,8 +238,9 @@ def test_a_200_mb_file_streams_with_flat_memory(tmp_path: Path) -> None:
     small = tmp_path / "small/one.txt"
     small.parent.mkdir()
     small.write_bytes(b"x")
-    big_archive = backup(big.parent, tmp_path / "big.tar.zst")
-    small_archive = backup(small.parent, tmp_path / "small.tar.zst")
+    big_archive, small_archive = tmp_path / "big.tar.zst", tmp_path / "small.tar.zst"
+    backup(big.parent, big_archive)
+    backup(small.parent, small_archive)
     written, big_rss = peak_rss_kib(big_archive, tmp_path / "big-restored")
     _, small_rss = peak_rss_kib(small_archive, tmp_path / "small-restored")
     print(f"peak RSS: {big_rss} KiB extracting {size >> 20} MiB, "
