@@ -57,7 +57,7 @@ def restore(config: Config, docker: Docker, options: RestoreOptions, *, ask: Ask
                              options.backup_id)
         kind = source_kind(backup.manifest.kind, config, docker)
         request = RestoreRequest(target=options.target, in_place=options.in_place,
-                                 only=options.only)
+                                 only=options.only, dry_run=options.dry_run)
         steps = kind.restore_steps(backup, request)
         if not options.force:
             steps.insert(0, _verify_first(backup, kind))

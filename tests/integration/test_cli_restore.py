@@ -143,3 +143,58 @@ def test_restore_in_place_dry_run_consent_and_safety_copy(site: tuple[Path, Path
     assert len(rows(safety[0] / "tracker.db")) == 150
     assert (safety[0] / "restore.toml").exists()
     assert not (safety[0] / "RESTORE-IN-PROGRESS").exists()
+
+
+@pytest.fixture
+def selective_site(tmp_path: Path) -> tuple[Path, Path]:
+    """(config, compose_dir): a deployer-shaped tree and one selective backup of it."""
+    compose = tmp_path / "opt" / "torrust"
+    etc = compose / "storage" / "tracker" / "etc"
+    etc.mkdir(parents=True)
+    (etc / "tracker.toml").write_text("[core]\nlisted = false\n")
+    (compose / ".env").write_text("MYSQL_PASSWORD=x\n")
+    os.chown(etc / "tracker.toml", 1000, 1000)
+    os.chmod(etc, 0o2770)
+    config = tmp_path / "trackerbackup.toml"
+    config.write_text(
+        f'[general]\nbackup_dir = "{tmp_path}/backups"\nrun_dir = "{tmp_path}/run"\n'
+        f'compose_dir = "{compose}"\ndocker = "/nonexistent/docker"\n'
+        f'[selective]\npaths = ["storage/tracker/etc", ".env"]\n')
+    result = cli(config, "run", "selective")
+    assert result.returncode == 0, result.stderr
+    return config, compose
+
+
+def test_selective_verify_and_restore_into_a_target(selective_site: tuple[Path, Path],
+                                                   tmp_path: Path) -> None:
+    config, compose = selective_site
+    (compose / ".env").write_text("changed later\n")
+    out = tmp_path / "restored"
+
+    verified = cli(config, "verify", "selective")
+    dry = cli(config, "restore", "selective", "--latest", "--target", str(out), "--dry-run")
+    assert not out.exists()  # a dry run writes nothing, not even the target
+    restored = cli(config, "restore", "selective", "--latest", "--target", str(out))
+    only = cli(config, "restore", "selective", "--latest", "--target", str(tmp_path / "only"),
+               "--only", str(compose / "storage/tracker/etc"))
+    missing = cli(config, "restore", "selective", "--latest", "--target", str(tmp_path / "x"),
+                  "--only", "/no/such/path")
+    no_target = cli(config, "restore", "selective", "--latest")
+
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+    assert "archive members read, every one restorable" in verified.stdout
+    assert dry.returncode == 0, dry.stderr
+    assert f"write {out}{compose}/.env" in dry.stdout
+    assert restored.returncode == 0, restored.stderr
+    inside = Path(f"{out}{compose}")
+    assert (inside / ".env").read_text() == "MYSQL_PASSWORD=x\n"
+    restored_toml = inside / "storage/tracker/etc/tracker.toml"
+    assert (restored_toml.stat().st_uid, restored_toml.stat().st_gid) == (1000, 1000)
+    assert (restored_toml.parent.stat().st_mode & 0o7777) == 0o2770
+    assert only.returncode == 0, only.stderr
+    assert not Path(f"{tmp_path}/only{compose}/.env").exists()
+    assert Path(f"{tmp_path}/only{compose}/storage/tracker/etc/tracker.toml").exists()
+    assert missing.returncode == 2
+    assert "--only matched nothing" in missing.stderr
+    assert no_target.returncode == 2
+    assert "--target DIR, or over the live tree with --in-place" in no_target.stderr

@@ -77,6 +77,7 @@ class RestoreRequest:
     target: Path | None
     in_place: bool = False
     only: tuple[str, ...] = ()
+    dry_run: bool = False  # the steps are only printed: a kind may list finer ones
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ from trackerbackup.config import Config
 from trackerbackup.docker import Docker
 from trackerbackup.errors import UsageError
 from trackerbackup.sources import Source, SourceKind
+from trackerbackup.sources.archive import ArchiveKind
 from trackerbackup.sources.database import SqliteSnapshotKind, database_source
 from trackerbackup.sources.files import FilesSource
 
@@ -26,6 +27,8 @@ def source_kind(kind: str, config: Config, docker: Docker) -> SourceKind:
     """The read side for a manifest's `source.kind`."""
     if kind == "sqlite":
         return SqliteSnapshotKind(config, docker)
+    if kind == "files":
+        return ArchiveKind(config, docker)
     raise UsageError(f"backups of source kind {kind!r} cannot be verified or restored by "
                      "this version", op="read backup",
                      hint="upgrade trackerbackup, or restore by hand (docs/format.md)")
