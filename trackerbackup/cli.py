@@ -318,6 +318,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"trackerbackup: {error}", file=sys.stderr)
         return ExitCode.USAGE
     log.setup(args.log_target, args.verbose)
+    conf: Config | None = None
     try:
         conf = config.load(args.config or config.default_path())
         return COMMANDS[args.command](conf, args)
@@ -325,7 +326,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         _log_error(error, getattr(args, "type", None))
         return error.exit_code
     except OSError as error:  # a path or disk problem no layer named: a message, not a trace
-        problem = disk_problem(error, f"trackerbackup {args.command}")
+        problem = disk_problem(error, f"trackerbackup {args.command}",
+                               backup_dir=conf.general.backup_dir if conf else None)
         _log_error(problem, getattr(args, "type", None))
         return problem.exit_code
     except KeyboardInterrupt:

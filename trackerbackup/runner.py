@@ -70,7 +70,8 @@ def _run_locked(config: Config, backup_type: str, repository: Repository,
             details = {**result.details, "warnings": list(result.warnings)}
             backup = partial.commit(details)
     except OSError as error:  # a disk or path problem no layer below named: still exit 3
-        problem = disk_problem(error, f"run the {backup_type} backup")
+        problem = disk_problem(error, f"run the {backup_type} backup",
+                               backup_dir=config.general.backup_dir)
         _record_failure(config, backup_type, problem, time.monotonic() - started)
         raise problem from error
     except BaseException as error:

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trackerbackup.errors import EnvironmentProblem
+from trackerbackup.log import printable
 
 PRIVATE_DIR_MODE = 0o700
 READ_NOFOLLOW = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -166,12 +167,18 @@ def check_ancestors(path: Path, what: str) -> None:
             hint=f"put {what} under directories only root can change")
 
 
-def disk_problem(error: OSError, op: str, path: Path | str | None = None) -> EnvironmentProblem:
-    """An OSError met while writing or reading backups, as a message with its fix (exit 3)."""
+def disk_problem(error: OSError, op: str, path: Path | str | None = None,
+                 backup_dir: Path | None = None) -> EnvironmentProblem:
+    """An OSError met while writing or reading backups, as a message with its fix (exit 3).
+    With `backup_dir`, an error on a path outside it gets a hint about that path instead."""
     where = path if path is not None else error.filename
+    shown = os.fsdecode(where) if isinstance(where, str | bytes | os.PathLike) else None
+    hint = disk_hint(error)
+    if backup_dir is not None and shown is not None and not Path(shown).is_relative_to(
+            backup_dir):
+        hint = "check that path: permissions, the file system it is on (dmesg)"
     return EnvironmentProblem(error.strerror or str(error), op=op,
-                              path=str(where) if where is not None else None,
-                              hint=disk_hint(error))
+                              path=printable(shown) if shown is not None else None, hint=hint)
 
 
 def disk_hint(error: OSError) -> str:
