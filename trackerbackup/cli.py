@@ -16,8 +16,18 @@ from pathlib import Path
 from types import FrameType
 from typing import NoReturn
 
-from trackerbackup import __version__, cli_restore, config, execute, freeze, log, runner
-from trackerbackup.config import BACKUP_TYPES, Config
+from trackerbackup import (
+    __version__,
+    cli_restore,
+    config,
+    execute,
+    freeze,
+    log,
+    monitoring,
+    preflight,
+    runner,
+)
+from trackerbackup.config import BACKUP_TYPES, SECRET_KEYS, Config
 from trackerbackup.docker import Docker
 from trackerbackup.errors import (
     BackupFailed,
@@ -31,6 +41,7 @@ from trackerbackup.inplace import interrupted_restores
 from trackerbackup.log import Event, fields
 from trackerbackup.manifest import read_verification
 from trackerbackup.repository import Repository
+from trackerbackup.safefs import disk_problem
 from trackerbackup.sources import Plan
 
 logger = log.get_logger()
@@ -146,7 +157,11 @@ def _print_plan(label: str, plan: Plan) -> None:
 
 def cmd_list(conf: Config, args: argparse.Namespace) -> int:
     repository = Repository(conf.general.backup_dir)
-    backups = [b for t in _types(args.type) for b in repository.backups(t)]
+    backups = []
+    for backup_type in _types(args.type):
+        found, ignored = repository.scan(backup_type)
+        backups += found
+        runner.log_ignored(ignored, backup_type)
     if args.json:
         print(json.dumps([b.summary() for b in backups], indent=2))
         return ExitCode.OK
@@ -157,7 +172,9 @@ def cmd_list(conf: Config, args: argparse.Namespace) -> int:
     for backup in backups:
         print(f"{backup.type:<10} {backup.id:<26} {backup.size:>14,} "
               f"{'yes' if backup.verified else 'NO':<8} {_last_verify(backup.path):<24} "
-              f"{len(backup.manifest.get('warnings', []))}")
+              f"{len(backup.warnings)}")
+        for problem in backup.problems:
+            print(f"  {problem}")
     return ExitCode.OK
 
 
@@ -175,9 +192,11 @@ def _last_verify(path: Path) -> str:
 def cmd_prune(conf: Config, args: argparse.Namespace) -> int:
     from trackerbackup import lock
 
+    repository = Repository(conf.general.backup_dir)
     for backup_type in _types(args.type):
         with lock.hold(conf.general.run_dir, backup_type, wait=False):
-            decisions = runner.prune(conf, backup_type, dry_run=args.dry_run)
+            runner.log_ignored(repository.scan(backup_type)[1], backup_type)
+            decisions = runner.prune(conf, backup_type, repository, dry_run=args.dry_run)
         verb = ("would delete", "would keep") if args.dry_run else ("deleted", "kept")
         for decision in decisions:
             print(f"{backup_type:<10} {decision.backup.id:<26} "
@@ -188,7 +207,7 @@ def cmd_prune(conf: Config, args: argparse.Namespace) -> int:
 def cmd_check(conf: Config, args: argparse.Namespace) -> int:
     print(f"configuration {conf.source}: valid")
     docker = Docker(conf.general.docker)
-    problems = 0
+    problems = _print_ping_problems(conf)
     for message in interrupted_restores(conf.general.backup_dir):
         problems += 1
         print(f"PROBLEM: {message}")
@@ -204,12 +223,21 @@ def cmd_check(conf: Config, args: argparse.Namespace) -> int:
             print(f"{backup_type} ({state}): PROBLEM: {error}")
             continue
         _print_plan(f"{backup_type} ({state})", plan)
-    try:
-        runner.check_free_space(conf.general.backup_dir, 0, conf.general.min_free_bytes)
-    except TrackerBackupError as error:
-        problems += 1
-        print(f"PROBLEM: {error}")
+    for finding in preflight.check_findings(conf, _types(args.type)):
+        problems += finding.problem
+        print(f"{'PROBLEM' if finding.problem else 'warning'}: {finding.message}")
     return ExitCode.ENVIRONMENT if problems else ExitCode.OK
+
+
+def _print_ping_problems(conf: Config) -> int:
+    problems = 0
+    for key in sorted(SECRET_KEYS):
+        url = getattr(conf.monitoring, key.removeprefix("monitoring."))
+        problem = monitoring.url_problem(url) if url else None
+        if problem:
+            problems += 1
+            print(f"PROBLEM: {key} ({monitoring.mask_url(url)}): {problem}")
+    return problems
 
 
 def cmd_sqlite(conf: Config, args: argparse.Namespace) -> int:
@@ -290,12 +318,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"trackerbackup: {error}", file=sys.stderr)
         return ExitCode.USAGE
     log.setup(args.log_target, args.verbose)
+    conf: Config | None = None
     try:
         conf = config.load(args.config or config.default_path())
         return COMMANDS[args.command](conf, args)
     except TrackerBackupError as error:
         _log_error(error, getattr(args, "type", None))
         return error.exit_code
+    except OSError as error:  # a path or disk problem no layer named: a message, not a trace
+        problem = disk_problem(error, f"trackerbackup {args.command}",
+                               backup_dir=conf.general.backup_dir if conf else None)
+        _log_error(problem, getattr(args, "type", None))
+        return problem.exit_code
     except KeyboardInterrupt:
         logger.error("interrupted")
         return ExitCode.BACKUP_FAILED

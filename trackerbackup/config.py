@@ -101,6 +101,10 @@ SCHEMA: dict[str, dict[str, Key]] = {
     "selective": _type_keys(paths=SELECTIVE_DEFAULT_PATHS, exclude=True),
 }
 
+# Keys whose values are secrets (a ping URL holds its check's token): never echoed.
+SECRET_KEYS = frozenset({"monitoring.ping_start", "monitoring.ping_success",
+                         "monitoring.ping_failure"})
+
 # Sections that may hold a [<section>.retention] table.
 RETENTION_SECTIONS = BACKUP_TYPES
 
@@ -265,9 +269,8 @@ def _read_value(where: str, value: Any, key: Key, problems: list[str]) -> Any:
     if key.kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if not isinstance(value, key.kind) or (key.kind is int and isinstance(value, bool)):
-        problems.append(
-            f"{where}: expected {_kind_name(key.kind)}, got {_type_name(value)} {value!r}"
-        )
+        shown = "" if where in SECRET_KEYS else f" {value!r}"
+        problems.append(f"{where}: expected {_kind_name(key.kind)}, got {_type_name(value)}{shown}")
         return key.default
     value = cast(Any, value)  # isinstance() against a runtime type narrowed it to object
     if key.kind is list and not all(isinstance(item, str) and item for item in value):

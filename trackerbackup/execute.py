@@ -10,7 +10,7 @@ from __future__ import annotations
 import subprocess
 from collections.abc import Mapping, Sequence
 
-from trackerbackup.errors import BackupFailed
+from trackerbackup.errors import BackupFailed, EnvironmentProblem
 
 STDERR_TAIL_BYTES = 4000
 READ_TAIL_BYTES = STDERR_TAIL_BYTES + 1024
@@ -65,6 +65,10 @@ def run(
         )
     except subprocess.TimeoutExpired as error:
         raise CommandFailed(argv, -1, f"timed out after {timeout} s", op, secrets) from error
+    except OSError as error:  # not found, not executable, bad interpreter
+        raise EnvironmentProblem(f"cannot start {mask(argv[0], secrets)}: "
+                                 f"{error.strerror or error}", op=op or "run command",
+                                 hint="check the program's path in the configuration") from error
     if check and result.returncode != 0:
         raise CommandFailed(argv, result.returncode, _tail(result.stderr, secrets), op, secrets)
     return result

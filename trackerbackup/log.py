@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+import re
 import sys
 import time
 from enum import Enum
@@ -55,6 +56,20 @@ def get_logger() -> logging.Logger:
     return logging.getLogger(LOGGER_NAME)
 
 
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def printable(text: str) -> str:
+    """`text` safe for a manifest, the journal and a terminal: bytes that are not UTF-8 (a
+    file name decoded with surrogateescape) become \\xNN, control characters too."""
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that did not come from a file name
+        raw = text.encode("utf-8", "backslashreplace")
+    decoded = raw.decode("utf-8", "backslashreplace")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", decoded)
+
+
 def fields(event: Event | None = None, **extra: Any) -> dict[str, Any]:
     """`extra=` for a logging call: journal fields as TRACKERBACKUP_<NAME>."""
     journal: dict[str, str] = {}
@@ -63,7 +78,7 @@ def fields(event: Event | None = None, **extra: Any) -> dict[str, Any]:
         journal["TRACKERBACKUP_EVENT"] = event.name
     for key, value in extra.items():
         if value is not None:
-            journal[f"TRACKERBACKUP_{key.upper()}"] = str(value)
+            journal[f"TRACKERBACKUP_{key.upper()}"] = printable(str(value))
     return {"journal": journal}
 
 
@@ -79,7 +94,7 @@ class JournalHandler(logging.Handler):
         try:
             extra: dict[str, str] = dict(getattr(record, "journal", {}))
             self._send(
-                self.format(record),
+                printable_lines(self.format(record)),
                 PRIORITY=str(PRIORITY_BY_LEVEL.get(record.levelno, 6)),
                 SYSLOG_IDENTIFIER="trackerbackup",
                 CODE_FILE=record.pathname,
@@ -91,10 +106,15 @@ class JournalHandler(logging.Handler):
             self.handleError(record)
 
 
+def printable_lines(message: str) -> str:
+    """`printable` line by line: newlines (hints, tracebacks) are kept."""
+    return "\n".join(printable(line) for line in message.split("\n"))
+
+
 class ConsoleFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         prefix = "" if record.levelno == logging.INFO else f"{record.levelname.lower()}: "
-        return prefix + record.getMessage()
+        return printable_lines(prefix + record.getMessage())
 
 
 def running_under_systemd() -> bool:

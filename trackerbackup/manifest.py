@@ -9,8 +9,6 @@ write makes its backup unreadable (listed as such, never as verified), not a cra
 
 from __future__ import annotations
 
-import os
-import stat
 import tomllib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -21,6 +19,8 @@ import tomli_w
 
 from trackerbackup.atomic import write_atomically
 from trackerbackup.errors import TrackerBackupError, UsageError
+from trackerbackup.log import printable
+from trackerbackup.safefs import NotARegularFile, read_small_file
 
 FORMAT = 1
 MANIFEST = "manifest.toml"
@@ -140,7 +140,23 @@ def write_verification(directory: Path, record: VerificationRecord) -> None:
 
 
 def write_manifest(directory: Path, manifest: Manifest) -> None:
-    write_atomically(directory / MANIFEST, tomli_w.dumps(manifest.to_toml()).encode())
+    write_atomically(directory / MANIFEST, render_manifest(manifest))
+
+
+def render_manifest(manifest: Manifest) -> bytes:
+    """TOML bytes; every string made printable (a file name that is not UTF-8 included:
+    TOML is UTF-8, and such a name in a warning must not make the commit fail)."""
+    return tomli_w.dumps(_printable(manifest.to_toml())).encode("utf-8")
+
+
+def _printable(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, dict):
+        return {printable(str(k)): _printable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_printable(v) for v in value]
+    return value
 
 
 def parse_manifest(data: dict[str, Any], path: Path) -> Manifest:
@@ -163,7 +179,7 @@ def parse_manifest(data: dict[str, Any], path: Path) -> Manifest:
 def _artifact(data: dict[str, Any], path: Path) -> ArtifactRecord:
     fields = _Fields(data, path, prefix="artifacts.")
     name = fields.text("name")
-    if "/" in name or name in ("", ".", "..") or name.startswith("."):
+    if not is_plain_name(name) or name in (MANIFEST, VERIFICATION):
         raise ManifestError(f"artifact name {name!r} is not a plain file name",
                             op="read manifest", path=str(path))
     compression = fields.text("compression")
@@ -177,21 +193,20 @@ def _artifact(data: dict[str, Any], path: Path) -> ArtifactRecord:
     )
 
 
+def is_plain_name(name: str) -> bool:
+    """A name that stays inside its directory and is not one of ours (hidden, temporary)."""
+    return bool(name) and "/" not in name and "\0" not in name and not name.startswith(".")
+
+
 def _load(path: Path) -> dict[str, Any]:
     """Reads a small regular file without following a symlink or blocking on a FIFO."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        raw = read_small_file(path, MAX_MANIFEST_BYTES)
     except OSError as error:
         raise ManifestError(f"cannot open: {error.strerror}", op="read manifest",
                             path=str(path)) from error
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_MANIFEST_BYTES:
-            raise ManifestError("not a regular file of a sane size", op="read manifest",
-                                path=str(path))
-        raw = os.read(fd, MAX_MANIFEST_BYTES + 1)
-    finally:
-        os.close(fd)
+    except NotARegularFile as error:
+        raise ManifestError(str(error), op="read manifest", path=str(path)) from error
     try:
         return tomllib.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:

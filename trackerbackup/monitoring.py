@@ -26,10 +26,12 @@ from pathlib import Path
 from trackerbackup import __version__
 from trackerbackup.atomic import write_atomically
 from trackerbackup.log import get_logger
+from trackerbackup.safefs import NotARegularFile, read_small_file
 
 PING_TIMEOUT_S = 10.0
 # healthchecks.io keeps the first 100 kB of a ping body; the end of a log matters most.
 PING_BODY_MAX_BYTES = 100_000
+TEXTFILE_MAX_BYTES = 64 << 10
 
 LAST_SUCCESS = "trackerbackup_last_success_timestamp_seconds"
 LAST_RUN = "trackerbackup_last_run_timestamp_seconds"
@@ -48,6 +50,7 @@ HELP: dict[str, str] = {
 # Kept from the previous file when a run fails.
 KEPT_ON_FAILURE = (LAST_SUCCESS, LAST_SIZE)
 
+_UNSAFE_URL_CHAR = re.compile(r"[\x00-\x20\x7f]")
 _SAMPLE = re.compile(r"^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{[^}]*\})?\s+(?P<value>\S+)")
 
 
@@ -117,11 +120,12 @@ def _escape_label(value: str) -> str:
 
 
 def _read_samples(path: Path) -> dict[str, float]:
-    """The samples of our own previous file; unreadable or garbled lines are ignored."""
+    """The samples of our own previous file; unreadable or garbled lines are ignored, and
+    anything but a small regular file (a FIFO, a symlink) is not read at all."""
     samples: dict[str, float] = {}
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
+        text = read_small_file(path, TEXTFILE_MAX_BYTES).decode("utf-8")
+    except (OSError, NotARegularFile, UnicodeDecodeError):
         return samples
     for line in text.splitlines():
         match = _SAMPLE.match(line)
@@ -148,6 +152,43 @@ def mask_url(url: str) -> str:
     return f"{parts.scheme}://{host}{port}{hidden}"
 
 
+def url_problem(url: str) -> str | None:
+    """Why `url` cannot be pinged (never quoting it: it holds a token), or None."""
+    if _UNSAFE_URL_CHAR.search(url):
+        return "it contains a space or a control character (percent-encode it: %20)"
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        return "it is not a valid URL"
+    if parts.scheme.lower() not in ("http", "https") or not parts.hostname:
+        return "only http:// and https:// URLs with a host are supported"
+    return None
+
+
+def secret_parts(url: str) -> list[str]:
+    """Every piece of `url` that may be a secret, as sent and as quoted or unquoted in
+    error messages, longest first."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        pieces = [parts.path, parts.query, parts.fragment, parts.username or "",
+                  parts.password or "", *parts.path.split("/"), *parts.query.split("&")]
+    except ValueError:
+        pieces = [url]
+    forms = {form for p in pieces for form in (p, urllib.parse.quote(p, safe="/"),
+                                                urllib.parse.unquote(p), repr(p)[1:-1])}
+    # Shorter pieces ("/", "ping") are no secret, and hiding them would garble messages.
+    return sorted((f for f in forms if len(f) >= 4), key=len, reverse=True)
+
+
+def masked_text(text: str, url: str) -> str:
+    """`text` (an error message about `url`) with every secret piece of the URL hidden."""
+    text = text.replace(url, mask_url(url))
+    for piece in secret_parts(url):
+        text = text.replace(piece, "***")
+    return text
+
+
 def ping(url: str, body: str | None = None, timeout: float = PING_TIMEOUT_S) -> bool:
     """GET `url`, or POST `body` (e.g. a log tail) to it; True on a 2xx answer.
 
@@ -155,12 +196,9 @@ def ping(url: str, body: str | None = None, timeout: float = PING_TIMEOUT_S) -> 
     """
     masked = mask_url(url)
     logger = get_logger()
-    try:
-        scheme = urllib.parse.urlsplit(url).scheme.lower()
-    except ValueError:
-        scheme = ""
-    if scheme not in ("http", "https"):
-        logger.warning("ping %s skipped: only http and https URLs are supported", masked)
+    problem = url_problem(url)
+    if problem is not None:
+        logger.warning("ping %s skipped: %s", masked, problem)
         return False
     data = None
     if body is not None:
@@ -182,7 +220,7 @@ def ping(url: str, body: str | None = None, timeout: float = PING_TIMEOUT_S) -> 
         return False
     except Exception as exc:  # a ping must never break a run
         reason = getattr(exc, "reason", exc)
-        logger.warning("ping %s failed: %s", masked, str(reason).replace(url, masked))
+        logger.warning("ping %s failed: %s", masked, masked_text(str(reason), url))
         return False
     if not 200 <= status < 300:
         logger.warning("ping %s failed: HTTP %s", masked, status)

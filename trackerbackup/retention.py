@@ -20,6 +20,11 @@ Safety, after the failure modes reported against comparable tools:
 - Floor: the newest verified backup is always kept, whatever the rules and its age.
 - If no backup is verified, nothing is deleted: prune after days of failures never leaves
   zero backups.
+- Clocks are not trusted: a backup that started after `now` (made while a clock was wrong)
+  is kept and counts for nothing (neither the floor nor a bucket), so it can never push
+  out the backups made since; once `now` passes its time it is an ordinary backup.
+- `protect` names backups that are kept whatever the rules say: the run that just made a
+  backup never deletes it.
 
 Time comes from each backup's manifest (`BackupRef.started`), never file mtimes; buckets
 are UTC calendar dates, so a host's time-zone change never moves a backup between days.
@@ -69,6 +74,8 @@ FLOOR_REASON = "newest verified (floor)"
 NO_VERIFIED_REASON = "no verified backup: nothing is deleted (floor)"
 NOT_VERIFIED_REASON = "not verified"
 NOT_SELECTED_REASON = "not selected by any rule"
+FUTURE_REASON = "started in the future (a wrong clock?): kept, not counted"
+PROTECTED_REASON = "made by this run"
 
 _KEEP_RULES = ("keep_last", "keep_daily", "keep_weekly", "keep_monthly")
 
@@ -135,7 +142,8 @@ def _selected(verified: Sequence[BackupRef], policy: RetentionPolicy) -> dict[st
     return reasons
 
 
-def decide(backups: Sequence[BackupRef], now: datetime, policy: RetentionPolicy) -> list[Decision]:
+def decide(backups: Sequence[BackupRef], now: datetime, policy: RetentionPolicy,
+           protect: frozenset[str] = frozenset()) -> list[Decision]:
     """Keep or delete each backup, newest first (by `started`, then `id`).
 
     Raises ValueError for a naive `now`, a negative policy value or a repeated backup id:
@@ -151,9 +159,17 @@ def decide(backups: Sequence[BackupRef], now: datetime, policy: RetentionPolicy)
         raise ValueError("backup ids must be unique")
 
     ordered = sorted(backups, key=lambda b: (b.started, b.id), reverse=True)
-    verified = [b for b in ordered if b.verified]
+    return [d if d.keep or d.backup.id not in protect
+            else Decision(d.backup, True, (PROTECTED_REASON,))
+            for d in _decide(ordered, now, policy)]
+
+
+def _decide(ordered: list[BackupRef], now: datetime, policy: RetentionPolicy) -> list[Decision]:
+    future = {b.id for b in ordered if b.started > now}
+    verified = [b for b in ordered if b.verified and b.id not in future]
     if not verified:
-        return [Decision(b, True, (NO_VERIFIED_REASON,)) for b in ordered]
+        return [Decision(b, True, (FUTURE_REASON if b.id in future else NO_VERIFIED_REASON,))
+                for b in ordered]
 
     floor = verified[0]
     selected = _selected(verified, policy)
@@ -163,7 +179,9 @@ def decide(backups: Sequence[BackupRef], now: datetime, policy: RetentionPolicy)
     decisions: list[Decision] = []
     for backup in ordered:
         expired = cutoff is not None and backup.started < cutoff
-        if not backup.verified:
+        if backup.id in future:
+            decisions.append(Decision(backup, True, (FUTURE_REASON,)))
+        elif not backup.verified:
             reasons = [NOT_VERIFIED_REASON] + ([age_reason] if expired else [])
             decisions.append(Decision(backup, False, tuple(reasons)))
         elif expired:

@@ -6,19 +6,18 @@ partial directory is removed by the repository, and nothing is recorded as a suc
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
 
-from trackerbackup import lock, monitoring, retention
+from trackerbackup import lock, monitoring, preflight, retention
 from trackerbackup.config import Config
 from trackerbackup.docker import Docker
-from trackerbackup.errors import EnvironmentProblem, TrackerBackupError, UsageError
+from trackerbackup.errors import TrackerBackupError, UsageError
 from trackerbackup.log import Event, fields, get_logger
-from trackerbackup.repository import Backup, Repository
+from trackerbackup.repository import Backup, Ignored, Repository
+from trackerbackup.safefs import disk_problem
 from trackerbackup.sources import Plan, Source
 
 log = get_logger()
@@ -45,6 +44,7 @@ def make_source(config: Config, backup_type: str, docker: Docker) -> Source:
 
 def run(config: Config, backup_type: str, *, dry_run: bool = False, wait: bool = False,
         docker: Docker | None = None) -> RunOutcome:
+    preflight.refuse_unsafe_config(config)
     docker = docker or Docker(config.general.docker)
     repository = Repository(config.general.backup_dir)
     with lock.hold(config.general.run_dir, backup_type, wait=wait):
@@ -58,35 +58,51 @@ def _run_locked(config: Config, backup_type: str, repository: Repository,
                 source: Source) -> RunOutcome:
     started = time.monotonic()
     monitoring_conf = config.monitoring
-    for leftover in repository.remove_leftovers(backup_type):
-        log.warning("removed %s left by an interrupted run", leftover,
-                    extra=fields(Event.PARTIAL_REMOVED, type=backup_type, path=leftover))
     log.info("%s backup started", backup_type, extra=fields(Event.RUN_STARTED, type=backup_type))
     ping(monitoring_conf.ping_start, None)
     try:
+        _clean_up(repository, backup_type)
         plan = source.plan()
-        check_free_space(config.general.backup_dir, plan.estimated_bytes,
-                         config.general.min_free_bytes)
+        preflight.check_free_space(config.general.backup_dir, plan.estimated_bytes,
+                                   config.general.min_free_bytes)
         with repository.begin(backup_type) as partial:
             result = source.write(partial, plan)
             details = {**result.details, "warnings": list(result.warnings)}
-            partial.commit(details)
-        backup = next(b for b in repository.backups(backup_type) if b.id == partial.id)
+            backup = partial.commit(details)
+    except OSError as error:  # a disk or path problem no layer below named: still exit 3
+        problem = disk_problem(error, f"run the {backup_type} backup",
+                               backup_dir=config.general.backup_dir)
+        _record_failure(config, backup_type, problem, time.monotonic() - started)
+        raise problem from error
     except BaseException as error:
         _record_failure(config, backup_type, error, time.monotonic() - started)
         raise
     duration = time.monotonic() - started
     for warning in result.warnings:
-        log.warning(warning, extra=fields(type=backup_type, id=backup.id))
+        log.warning("%s", warning, extra=fields(type=backup_type, id=backup.id))
     log.info("%s backup %s succeeded: %d bytes in %.1f s", backup_type, backup.id, backup.size,
              duration, extra=fields(Event.RUN_SUCCEEDED, type=backup_type, id=backup.id,
                                     size=backup.size, duration=f"{duration:.3f}",
                                     path=backup.path))
     _write_metrics(config, backup_type, success=True, duration=duration, size=backup.size)
     ping(monitoring_conf.ping_success, None)
-    pruned = prune(config, backup_type, repository, dry_run=False)
+    pruned = prune(config, backup_type, repository, dry_run=False, protect=backup.id)
     return RunOutcome(backup=backup, plan=plan, pruned=tuple(d.backup.id for d in pruned
                                                              if not d.keep))
+
+
+def _clean_up(repository: Repository, backup_type: str) -> None:
+    """Remove what interrupted runs left; name what is in the way but not ours to delete."""
+    for leftover in repository.remove_leftovers(backup_type):
+        log.warning("removed %s left by an interrupted run", leftover,
+                    extra=fields(Event.PARTIAL_REMOVED, type=backup_type, path=leftover))
+    log_ignored(repository.scan(backup_type)[1], backup_type)
+
+
+def log_ignored(ignored: list[Ignored], backup_type: str) -> None:
+    for entry in ignored:
+        log.warning("%s is not a backup, left alone: %s", entry.path, entry.reason,
+                    extra=fields(type=backup_type, path=entry.path))
 
 
 def _record_failure(config: Config, backup_type: str, error: BaseException,
@@ -120,29 +136,16 @@ def ping(url: str, body: str | None) -> None:
         monitoring.ping(url, body)
 
 
-def check_free_space(directory: Path, needed: int, head_room: int) -> None:
-    probe = directory
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    if free < needed + head_room:
-        raise EnvironmentProblem(
-            f"not enough free space: the backup needs about {needed:,} bytes"
-            f" (+{head_room:,} head room), {free:,} are free",
-            op="check free space",
-            path=str(directory),
-            hint="free space there, lower retention, or point general.backup_dir elsewhere",
-        )
-
-
 def prune(config: Config, backup_type: str, repository: Repository | None = None, *,
-          dry_run: bool) -> list[retention.Decision]:
-    """Apply the type's retention. Caller holds the lock (run) or takes it (cli prune)."""
+          dry_run: bool, protect: str | None = None) -> list[retention.Decision]:
+    """Apply the type's retention, never deleting `protect` (the backup a run just made).
+    Caller holds the lock (run) or takes it (cli prune)."""
     repository = repository or Repository(config.general.backup_dir)
     backups = {b.id: b for b in repository.backups(backup_type)}
     refs = [retention.BackupRef(id=b.id, started=b.started, verified=b.verified)
             for b in backups.values()]
-    decisions = retention.decide(refs, datetime.now(UTC), config.type(backup_type).retention)
+    decisions = retention.decide(refs, datetime.now(UTC), config.type(backup_type).retention,
+                                 protect=frozenset({protect} if protect else ()))
     if dry_run:
         return decisions
     for decision in decisions:

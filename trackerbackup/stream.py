@@ -8,6 +8,7 @@ through the decompressor and checks both hashes.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -20,6 +21,7 @@ import zstandard
 
 from trackerbackup.errors import BackupFailed
 from trackerbackup.log import Progress
+from trackerbackup.safefs import disk_problem
 
 CHUNK = 1 << 20
 
@@ -77,8 +79,7 @@ class ArtifactWriter(io.RawIOBase):
         self._progress = Progress(f"writing {path.name}", expected_bytes)
         self.path = path
         self.compression = compression
-        self._handle = open(path, "xb")  # noqa: SIM115 - closed in close()
-        os.fchmod(self._handle.fileno(), 0o600)
+        self._handle = _create(path)
         self._stored = _HashingFile(self._handle)
         self._raw_digest = hashlib.sha256()
         self._raw_size = 0
@@ -104,7 +105,10 @@ class ArtifactWriter(io.RawIOBase):
         view = memoryview(data).cast("B")
         self._raw_digest.update(view)
         self._raw_size += len(view)
-        self._compressor.write(view)
+        try:
+            self._compressor.write(view)
+        except OSError as error:  # only the artifact file is written below this call
+            raise disk_problem(error, "write the backup", self.path) from error
         self._progress.advance(len(view))
         return len(view)
 
@@ -114,14 +118,16 @@ class ArtifactWriter(io.RawIOBase):
         try:
             if self.info is None and not self._handle.closed:
                 self._finish()
+        except OSError as error:
+            raise disk_problem(error, "write the backup", self.path) from error
         finally:
-            self._handle.close()
+            _close_quietly(self._handle)
             super().close()
 
     def abort(self) -> None:
         """Close without finishing: the file is incomplete and must be discarded."""
         self.info = None
-        self._handle.close()
+        _close_quietly(self._handle)
         super().close()
 
     def _finish(self) -> None:
@@ -148,6 +154,25 @@ class ArtifactWriter(io.RawIOBase):
             self.close()
 
 
+def _close_quietly(handle: IO[bytes]) -> None:
+    """Close after a failure: a flush error here (the disk still full) would hide the first."""
+    with contextlib.suppress(OSError):
+        handle.close()
+
+
+def _create(path: Path) -> IO[bytes]:
+    """A new file, 0600 whatever the umask; never an existing file or a planted symlink."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags, 0o600)
+    except FileExistsError:
+        raise
+    except OSError as error:
+        raise disk_problem(error, "write the backup", path) from error
+    os.fchmod(fd, 0o600)
+    return os.fdopen(fd, "wb")
+
+
 def open_raw(path: Path, compression: str) -> IO[bytes]:
     """The decompressed content of a stored artifact, as a stream."""
     handle = open(path, "rb")  # noqa: SIM115 - returned to the caller
@@ -162,10 +187,13 @@ def verify_artifact(path: Path, info: ArtifactInfo) -> None:
     """Read the artifact back from disk and check its stored and raw sizes and hashes."""
     stored = hashlib.sha256()
     stored_size = 0
-    with open(path, "rb") as handle:
-        while chunk := handle.read(CHUNK):
-            stored.update(chunk)
-            stored_size += len(chunk)
+    try:
+        with open(path, "rb") as handle:
+            while chunk := handle.read(CHUNK):
+                stored.update(chunk)
+                stored_size += len(chunk)
+    except OSError as error:
+        raise disk_problem(error, "verify artifact", path) from error
     if stored_size != info.size or stored.hexdigest() != info.sha256:
         raise BackupFailed("stored bytes differ from what was written", op="verify artifact",
                            path=str(path), hint="check the disk under the backup directory")

@@ -30,12 +30,13 @@ def site(tmp_path: Path) -> Path:
 
 
 def trackerbackup(site: Path, *args: str, user: int | None = None,
-                  config: Path | None = None) -> subprocess.CompletedProcess[str]:
+                  config: Path | None = None, timeout: float = 300,
+                  umask: int = -1) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "trackerbackup", "--config",
          str(config or site / "trackerbackup.toml"), "--log-target", "console", *args],
         cwd=ROOT, capture_output=True, text=True, check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, user=user,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, user=user, timeout=timeout, umask=umask,
     )
 
 

@@ -122,3 +122,12 @@ def test_config_objects_are_immutable(tmp_path: Path) -> None:
     conf = load_text(tmp_path, "")
     with pytest.raises(AttributeError):
         conf.general.backup_dir = Path("/x")  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("value", ["['https://hc-ping.com/0f1e2d3c-s3cret']",
+                                   "{ url = 'https://hc-ping.com/0f1e2d3c-s3cret' }"])
+def test_a_wrong_typed_ping_url_is_reported_without_its_token(tmp_path: Path,
+                                                              value: str) -> None:
+    problems = problems_of(tmp_path, f"[monitoring]\nping_success = {value}\n")
+    assert problems[0].startswith("line 2: monitoring.ping_success: expected a string, got a")
+    assert "s3cret" not in "\n".join(problems)

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import pytest
 
 from trackerbackup import execute
+from trackerbackup.errors import EnvironmentProblem
 
 
 def test_success_returns_output() -> None:
@@ -29,3 +31,13 @@ def test_failure_raises_with_masked_stderr_tail() -> None:
 def test_timeout_is_a_failure() -> None:
     with pytest.raises(execute.CommandFailed, match="timed out"):
         execute.run([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.2)
+
+
+def test_a_program_that_cannot_start_is_an_environment_problem(tmp_path: Path) -> None:
+    script = tmp_path / "not-executable"
+    script.write_text("#!/bin/sh\n")
+    for program in (str(tmp_path / "absent"), str(script)):
+        with pytest.raises(EnvironmentProblem, match="cannot start") as caught:
+            execute.run((program, "--version"), op="run the hook")
+        assert caught.value.exit_code == 3
+        assert caught.value.op == "run the hook"

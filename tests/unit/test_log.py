@@ -72,3 +72,31 @@ def test_progress_is_shown_on_a_terminal_only(capsys: pytest.CaptureFixture[str]
     monkeypatch.setattr(log.Progress, "enabled", False)
     log.Progress("quiet", None).advance(10)
     assert capsys.readouterr().err == ""
+
+
+def test_file_names_that_are_not_utf8_reach_the_journal_escaped(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """journald takes UTF-8: a name decoded with surrogateescape would make the real send
+    raise (and the record be lost); control characters would garble a terminal."""
+    journal = pytest.importorskip("systemd.journal")
+    sent: list[tuple[str, ...]] = []
+    monkeypatch.setattr(journal, "sendv", lambda *args: sent.append(args))
+    name = b"/srv/caf\xe9\x1b[2J".decode("utf-8", "surrogateescape")
+    log.setup("journal")
+    log.get_logger().warning("changed while read: %s", name, extra=fields(path=name))
+    [args] = sent
+    assert all(isinstance(a, str) and a.encode("utf-8") for a in args)
+    assert "MESSAGE=changed while read: /srv/caf\\xe9\\x1b[2J" in args
+    assert "TRACKERBACKUP_PATH=/srv/caf\\xe9\\x1b[2J" in args
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("plain ascii", "plain ascii"),
+    ("unicode é ok", "unicode é ok"),
+    (b"\xff\xfe".decode("utf-8", "surrogateescape"), "\\xff\\xfe"),
+    ("tab\tand\nnewline", "tab\\x09and\\x0anewline"),
+    ("\ud800 lone", "\\ud800 lone"),
+])
+def test_printable(text: str, shown: str) -> None:
+    assert log.printable(text) == shown

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.server
 import logging
+import os
 import re
 import socket
 import stat
@@ -155,6 +156,31 @@ def test_failed_write_raises_oserror_and_leaves_no_temp_file(tmp_path: Path) -> 
     assert (tmp_path / "trackerbackup_database.prom").read_bytes() == before
 
 
+@pytest.mark.parametrize("planted", ["fifo", "symlink"])
+def test_a_planted_textfile_is_replaced_not_read(tmp_path: Path, planted: str) -> None:
+    """A FIFO in place of the previous file must not hang a failed run reading it back; a
+    symlink must not be followed to read (or overwrite) another file."""
+    path = tmp_path / "trackerbackup_database.prom"
+    target = tmp_path / "elsewhere"
+    target.write_text(f"{monitoring.LAST_SUCCESS}{{type=\"database\"}} 42\n")
+    if planted == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(target)
+    writer = threading.Thread(target=publish, args=(tmp_path, "database"),
+                              kwargs={"success": False}, daemon=True)
+    writer.start()
+    writer.join(timeout=10)
+    if writer.is_alive():  # release the blocked reader before failing
+        os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        writer.join(timeout=10)
+        pytest.fail("reading the previous textfile blocked on a FIFO")
+    assert monitoring.LAST_SUCCESS not in read(tmp_path, "database")
+    assert path.is_file()
+    assert not path.is_symlink()
+    assert target.read_text().endswith(" 42\n")
+
+
 def test_missing_directory_raises_oserror(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError):
         publish(tmp_path / "absent", "database")
@@ -287,6 +313,29 @@ def test_silent_server_times_out() -> None:
 )
 def test_unsupported_or_malformed_urls_return_false(url: str) -> None:
     assert monitoring.ping(url) is False
+
+
+@pytest.mark.parametrize("url", [
+    "http://127.0.0.1:9/ping/tok en-s3cret",
+    "http://127.0.0.1:9/ping/tok\ten-s3cret?k=v",
+    "http://127.0.0.1:9/ping/token-s3cret\n",
+])
+def test_a_url_with_a_space_or_control_character_is_refused_without_its_token(
+    url: str, logs: pytest.LogCaptureFixture
+) -> None:
+    assert monitoring.ping(url) is False
+    assert "space or a control character" in logs.text
+    assert "s3cret" not in logs.text
+    assert monitoring.url_problem(url) is not None
+
+
+def test_an_error_message_never_shows_the_url_in_any_quoting() -> None:
+    url = "https://hc.example/ping/s3cret tok/c%20d?key=hunter2"
+    for leaked in ("/ping/s3cret%20tok/c%2520d", "/ping/s3cret tok/c d", "key=hunter2",
+                   "'s3cret tok'", url):
+        masked = monitoring.masked_text(f"bad: {leaked}", url)
+        assert "s3cret" not in masked
+        assert "hunter2" not in masked
 
 
 @pytest.mark.parametrize(

@@ -288,6 +288,38 @@ SCENARIOS = [
 ]
 
 
+SCENARIOS += [
+    Scenario(
+        "a backup from the future (a bad clock) is kept but never counted",
+        P(keep_last=1, keep_daily=1),
+        ["2099-01-01 00:00", "2026-11-24 03:00", "2026-11-26 02:59"],
+        [
+            "2099-01-01 00:00 keep: started in the future (a wrong clock?): kept, not counted",
+            "2026-11-26 02:59 keep: last 1; daily 2026-11-26",
+            "2026-11-24 03:00 drop: not selected by any rule",
+        ],
+    ),
+    Scenario(
+        "only future backups: nothing is deleted",
+        P(keep_last=1, keep_daily=1),
+        ["2099-01-01 00:00", "2026-11-24 03:00 unverified"],
+        [
+            "2099-01-01 00:00 keep: started in the future (a wrong clock?): kept, not counted",
+            "2026-11-24 03:00 keep: no verified backup: nothing is deleted (floor)",
+        ],
+    ),
+    Scenario(
+        "once the clock has passed it, a backup dated ahead is an ordinary one",
+        P(keep_last=1, keep_daily=1),
+        ["2026-11-26 03:00", "2026-11-26 02:00"],
+        [
+            "2026-11-26 03:00 keep: last 1; daily 2026-11-26",
+            "2026-11-26 02:00 drop: not selected by any rule",
+        ],
+    ),
+]
+
+
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=[s.name for s in SCENARIOS])
 def test_decide(scenario: Scenario) -> None:
     backups = [ref(line) for line in scenario.backups]
@@ -406,3 +438,18 @@ def test_invariants_over_random_histories() -> None:
             assert all(b.verified for b in kept)
         else:
             assert len(kept) == len(backups)
+
+
+def test_a_protected_backup_is_never_deleted() -> None:
+    """What a run passes for the backup it has just made: whatever the rules or the clock
+    say, the run does not delete it."""
+    made = BackupRef("made", at("2026-11-20 03:00"), True)  # the clock was set back meanwhile
+    newer = BackupRef("newer", at("2026-11-25 03:00"), True)
+
+    decisions = decide([made, newer], at(NOW), P(keep_last=1, keep_daily=0),
+                       protect=frozenset({"made"}))
+
+    assert [(d.backup.id, d.keep, d.reasons) for d in decisions] == [
+        ("newer", True, ("last 1",)),
+        ("made", True, ("made by this run",)),
+    ]

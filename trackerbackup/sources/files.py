@@ -3,69 +3,45 @@
 Members keep numeric owners, modes (setgid directories included), symlinks as links and
 mtimes (PAX format: sub-second times, long names). Member names are the absolute host
 path without its leading '/', like GNU tar, so a restore knows where each file belongs.
-The backup directory is never archived, even when it lies inside a configured path.
+The backup directory is never archived, even when it lies inside a configured path
+(`walk.py`). Sockets cannot be archived (their server recreates them): they are skipped
+and named in the manifest's warnings.
+
+A file is opened without following links or blocking (O_NOFOLLOW | O_NONBLOCK) and must
+still be a regular file once open; it is archived with the size it had when opened. One
+that shrinks while read would leave zeros in its member, so the run fails (nothing is
+recorded, earlier backups stay); one that grows or changes in place is archived as read
+and named in the warnings.
 """
 
 from __future__ import annotations
 
-import fnmatch
+import grp
 import os
+import pwd
 import stat
 import tarfile
-from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import IO, Any, cast
 
 from trackerbackup.config import Config, TypeSettings
-from trackerbackup.errors import BackupFailed, EnvironmentProblem
-from trackerbackup.log import Event, fields, get_logger
+from trackerbackup.errors import BackupFailed
+from trackerbackup.log import Event, fields, get_logger, printable
 from trackerbackup.repository import PartialBackup
+from trackerbackup.safefs import describe_type
 from trackerbackup.sources import Plan, SourceResult
+from trackerbackup.sources.walk import Entry, FileSet, member_name, open_entry
 from trackerbackup.stream import CHUNK, SUFFIX, Writable
 
+__all__ = ["FileSet", "FilesSource", "TarWriter", "estimate_bytes", "member_name", "resolve"]
+
 log = get_logger()
-
-
-def member_name(path: Path) -> str:
-    return str(path).lstrip("/")
-
-
-@dataclass(frozen=True)
-class FileSet:
-    """Resolved roots to archive, with the paths that must be left out."""
-
-    roots: tuple[Path, ...]
-    missing: tuple[Path, ...]
-    exclude_patterns: tuple[str, ...]
-    exclude_dirs: tuple[Path, ...]
-
-    def excluded(self, path: Path) -> bool:
-        if any(path == d or d in path.parents for d in self.exclude_dirs):
-            return True
-        name = member_name(path)
-        return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(path.name, p)
-                   for p in self.exclude_patterns)
-
-    def walk(self) -> Iterator[Path]:
-        """Every path to archive, parents before children; unreadable dirs raise."""
-        for root in self.roots:
-            yield from self._walk_one(root)
-
-    def _walk_one(self, root: Path) -> Iterator[Path]:
-        if self.excluded(root):
-            return
-        yield root
-        if root.is_symlink() or not root.is_dir():
-            return
-        try:
-            children = sorted(os.scandir(root), key=lambda e: e.name)
-        except PermissionError as error:
-            raise EnvironmentProblem(f"directory not readable: {error.strerror}",
-                                     op="archive files", path=str(root),
-                                     hint="run as root, or exclude it") from error
-        for child in children:
-            yield from self._walk_one(Path(child.path))
+FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+TAR_TYPES = ((stat.S_ISDIR, tarfile.DIRTYPE), (stat.S_ISLNK, tarfile.SYMTYPE),
+             (stat.S_ISFIFO, tarfile.FIFOTYPE), (stat.S_ISCHR, tarfile.CHRTYPE),
+             (stat.S_ISBLK, tarfile.BLKTYPE))
 
 
 def resolve(config: Config, settings: TypeSettings, paths: tuple[str, ...]) -> FileSet:
@@ -97,67 +73,137 @@ def _drop_nested(roots: list[Path]) -> list[Path]:
 
 
 def estimate_bytes(files: FileSet) -> int:
-    total = 0
-    for path in files.walk():
-        st = path.lstat()
-        if stat.S_ISREG(st.st_mode):
-            total += st.st_size + 512
-    return total
+    return sum(e.st.st_size + 512 for e in files.walk() if stat.S_ISREG(e.st.st_mode))
 
 
 class _ExactReader:
-    """Reads exactly `size` bytes of an open file: a file that shrank while being read is
-    padded with zeros (and reported), one that grew is cut at its size when it was opened."""
+    """Reads exactly `size` bytes of an open file; a file that has fewer now fails the
+    run (its member would hold zeros)."""
 
-    def __init__(self, handle: IO[bytes], size: int) -> None:
-        self._handle = handle
+    def __init__(self, fd: int, size: int, path: Path) -> None:
+        self._fd = fd
+        self._size = size
         self._left = size
-        self.short = False
+        self._path = path
 
     def read(self, n: int = CHUNK) -> bytes:
         n = min(n if n >= 0 else self._left, self._left)
         if n <= 0:
             return b""
-        data = self._handle.read(n)
-        if len(data) < n and not data:
-            self.short = True
-            data = bytes(n)
+        data = os.read(self._fd, n)
+        while data and len(data) < n:  # a short read is not the end: ask for the rest
+            more = os.read(self._fd, n - len(data))
+            if not more:
+                break
+            data += more
+        if len(data) < n:
+            self._left -= len(data)
+            raise BackupFailed(
+                f"a file shrank while it was read (from {self._size:,} "
+                f"to {self._size - self._left:,} bytes): its copy would be padded with zeros",
+                op="archive files", path=printable(str(self._path)),
+                hint="run the backup again; if the file is truncated regularly (a log), "
+                "exclude it")
         self._left -= len(data)
         return data
 
 
+@dataclass
+class _Opened:
+    fd: int
+    st: os.stat_result
+
+
 class TarWriter:
-    """Adds paths to a streamed tar archive, member by member, with flat memory."""
+    """Adds entries to a streamed tar archive, member by member, with flat memory."""
 
     def __init__(self, out: Writable) -> None:
         self._tar = tarfile.open(fileobj=cast(IO[bytes], out), mode="w|", format=tarfile.PAX_FORMAT,  # noqa: SIM115
                                  bufsize=CHUNK)
         self.members = 0
-        self.changed: list[str] = []
+        self.warnings: list[str] = []
 
-    def add(self, path: Path) -> None:
-        name = member_name(path)
-        st = path.lstat()
-        if not stat.S_ISREG(st.st_mode):
-            info = self._tar.gettarinfo(str(path), arcname=name)
-            self._tar.addfile(info)
-        else:
-            self.add_file(path, name)
+    def add(self, entry: Entry) -> None:
+        if stat.S_ISREG(entry.st.st_mode):
+            opened = self._open(entry)
+            if opened is None:
+                return
+            if isinstance(opened, _Opened):
+                self._add_regular(entry, opened)
+                self.members += 1
+                return
+            entry = opened  # no longer a regular file: archived as what it is now
+        if stat.S_ISSOCK(entry.st.st_mode):
+            self.warnings.append(f"socket skipped (tar cannot store one): "
+                                 f"{printable(str(entry.path))}")
+            return
+        info = self._tarinfo(entry)
+        if info is None:
+            self.warnings.append(f"unknown kind of file skipped: {printable(str(entry.path))}")
+            return
+        self._tar.addfile(info)
         self.members += 1
 
-    def add_file(self, path: Path, name: str, display: str | None = None) -> None:
+    def _open(self, entry: Entry) -> _Opened | Entry | None:
+        """The open regular file, or the entry as it is now if it was swapped meanwhile
+        (None if it vanished)."""
+        fd = open_entry(entry, FILE_FLAGS, "file")
+        if fd is None:
+            return self._swapped(entry)
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode):
+            return _Opened(fd, st)
+        os.close(fd)
+        return self._swapped(entry)
+
+    def _swapped(self, entry: Entry) -> Entry | None:
         try:
-            handle = open(path, "rb")  # noqa: SIM115 - closed below
-        except PermissionError as error:
-            raise EnvironmentProblem(f"file not readable: {error.strerror}",
-                                     op="archive files", path=str(path),
-                                     hint="run as root, or exclude it") from error
-        with handle:
-            info = self._tar.gettarinfo(fileobj=handle, arcname=name)
-            reader = _ExactReader(handle, info.size)
-            self._tar.addfile(info, cast(IO[bytes], reader))
-            if reader.short:
-                self.changed.append(display or str(path))
+            now = os.lstat(entry.name, dir_fd=entry.parent_fd)
+        except FileNotFoundError:
+            self.warnings.append(f"vanished while read: {printable(str(entry.path))}")
+            return None
+        self.warnings.append(f"changed while read (now {describe_type(now.st_mode)}): "
+                             f"{printable(str(entry.path))}")
+        return Entry(entry.path, entry.parent_fd, entry.name, now)
+
+    def _add_regular(self, entry: Entry, opened: _Opened) -> None:
+        try:
+            info = self._tarinfo(Entry(entry.path, entry.parent_fd, entry.name, opened.st))
+            assert info is not None
+            self._tar.addfile(info, cast(IO[bytes], _ExactReader(opened.fd, info.size,
+                                                                entry.path)))
+            after = os.fstat(opened.fd)
+        finally:
+            os.close(opened.fd)
+        before = opened.st
+        if after.st_size > before.st_size:
+            self.warnings.append(f"grew while read, archived its first {before.st_size:,} "
+                                 f"bytes: {printable(str(entry.path))}")
+        elif (after.st_mtime_ns, after.st_ctime_ns) != (before.st_mtime_ns, before.st_ctime_ns):
+            self.warnings.append(f"changed while read, archived as read: "
+                                 f"{printable(str(entry.path))}")
+
+    def _tarinfo(self, entry: Entry) -> tarfile.TarInfo | None:
+        """The member header for `entry` from its stat (what `gettarinfo` does, without
+        looking the path up again)."""
+        st = entry.st
+        info = tarfile.TarInfo(member_name(entry.path))
+        if stat.S_ISREG(st.st_mode):
+            info.type, info.size = tarfile.REGTYPE, st.st_size
+        else:
+            kinds = [kind for test, kind in TAR_TYPES if test(st.st_mode)]
+            if not kinds:
+                return None
+            info.type = kinds[0]
+        if info.type == tarfile.SYMTYPE:
+            info.linkname = os.readlink(entry.name, dir_fd=entry.parent_fd)
+        if info.type in (tarfile.CHRTYPE, tarfile.BLKTYPE):
+            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
+        info.mode = stat.S_IMODE(st.st_mode)
+        info.uid, info.gid = st.st_uid, st.st_gid
+        info.uname, info.gname = _user(st.st_uid), _group(st.st_gid)
+        info.mtime = st.st_mtime
+        return info
 
     def add_stream(self, info: tarfile.TarInfo, reader: Any) -> None:
         self._tar.addfile(info, reader)
@@ -165,6 +211,22 @@ class TarWriter:
 
     def close(self) -> None:
         self._tar.close()
+
+
+@cache
+def _user(uid: int) -> str:
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return ""
+
+
+@cache
+def _group(gid: int) -> str:
+    try:
+        return grp.getgrgid(gid).gr_name
+    except KeyError:
+        return ""
 
 
 class FilesSource:
@@ -191,16 +253,16 @@ class FilesSource:
             log.warning("configured path does not exist, skipped: %s", path,
                         extra=fields(Event.PATH_MISSING, type=backup.type, path=path))
         name = self.artifact_stem + SUFFIX[self.settings.compression]
+        notes: list[str] = []
         with backup.artifact(name, self.settings.compression, self.settings.compression_level,
                              plan.estimated_bytes) as out:
             tar = TarWriter(out)
-            for path in self.files.walk():
-                tar.add(path)
+            for entry in self.files.walk(notes):
+                tar.add(entry)
             tar.close()
         if tar.members == 0:
             raise BackupFailed("none of the configured paths exists", op="archive files",
                                hint=f"check [{backup.type}] paths in the configuration")
-        warnings = plan.warnings + tuple(f"file changed while read: {p}" for p in tar.changed)
         return SourceResult(
             details={
                 "source": {
@@ -211,5 +273,5 @@ class FilesSource:
                     "members": tar.members,
                 },
             },
-            warnings=warnings,
+            warnings=plan.warnings + tuple(notes) + tuple(tar.warnings),
         )
