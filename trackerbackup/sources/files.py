@@ -122,8 +122,13 @@ class TarWriter:
                                  bufsize=CHUNK)
         self.members = 0
         self.warnings: list[str] = []
+        # (st_dev, st_ino) -> member name of files with more than one link: the second and
+        # later names are stored as hard links to the first (memory grows only with them).
+        self._linked: dict[tuple[int, int], str] = {}
 
     def add(self, entry: Entry) -> None:
+        if stat.S_ISREG(entry.st.st_mode) and self._add_hard_link(entry):
+            return
         if stat.S_ISREG(entry.st.st_mode):
             opened = self._open(entry)
             if opened is None:
@@ -143,6 +148,21 @@ class TarWriter:
             return
         self._tar.addfile(info)
         self.members += 1
+
+    def _add_hard_link(self, entry: Entry) -> bool:
+        if entry.st.st_nlink < 2:
+            return False
+        key = (entry.st.st_dev, entry.st.st_ino)
+        first = self._linked.get(key)
+        if first is None:
+            self._linked[key] = member_name(entry.path)
+            return False
+        info = self._tarinfo(entry)
+        assert info is not None
+        info.type, info.size, info.linkname = tarfile.LNKTYPE, 0, first
+        self._tar.addfile(info)
+        self.members += 1
+        return True
 
     def _open(self, entry: Entry) -> _Opened | Entry | None:
         """The open regular file, or the entry as it is now if it was swapped meanwhile
