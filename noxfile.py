@@ -1,4 +1,4 @@
-"""Developer sessions: `nox -s tests lint typecheck deb`.
+"""Developer sessions: `nox -s tests lint typecheck deb docs`.
 
 Sessions run on Debian's /usr/bin/python3 with system site packages, because the
 run-time dependencies are Debian packages (python3-systemd, python3-zstandard,
@@ -49,3 +49,12 @@ def typecheck(session: nox.Session) -> None:
 def deb(session: nox.Session) -> None:
     """Build the Debian package into dist/ (dpkg-buildpackage in a clean copy)."""
     session.run("bash", "debian/build-deb.sh", "dist", external=True)
+
+
+@nox.session(python=False)
+def docs(session: nox.Session) -> None:
+    """Regenerate the example config and the key list of trackerbackup.toml(5) from the
+    declarations in trackerbackup/config.py (tests/unit/test_config_docs.py checks them)."""
+    for kind, path in (("example", "trackerbackup/data/trackerbackup.toml"),
+                       ("man", "docs/man/trackerbackup.toml.5")):
+        session.run(PYTHON, "-m", "trackerbackup.config_docs", kind, path, external=True)

@@ -22,12 +22,14 @@ from trackerbackup import (
     config,
     execute,
     freeze,
+    lock,
     log,
     monitoring,
     preflight,
     runner,
 )
-from trackerbackup.config import BACKUP_TYPES, SECRET_KEYS, Config
+from trackerbackup.backup_types import NAMES, VERIFY_JOB
+from trackerbackup.config import SECRET_KEYS, Config
 from trackerbackup.docker import Docker
 from trackerbackup.errors import (
     BackupFailed,
@@ -43,6 +45,7 @@ from trackerbackup.manifest import read_verification
 from trackerbackup.repository import Repository
 from trackerbackup.safefs import disk_problem
 from trackerbackup.sources import Plan
+from trackerbackup.sources.database import enable_wal
 
 logger = log.get_logger()
 
@@ -76,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                                      parser_class=Parser)
 
     run = commands.add_parser("run", help="run one backup now")
-    run.add_argument("type", metavar="TYPE", help=f"one of: {', '.join(BACKUP_TYPES)}")
+    run.add_argument("type", metavar="TYPE", help=f"one of: {', '.join(NAMES)}")
     run.add_argument("--dry-run", action="store_true", help="show what would be backed up")
     run.add_argument("--force", action="store_true",
                      help="run even if the type is disabled in the configuration")
@@ -112,21 +115,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _types(selected: str | None) -> tuple[str, ...]:
     if selected is None:
-        return BACKUP_TYPES
+        return NAMES
     return (_known_type(selected),)
 
 
 def _known_type(name: str) -> str:
-    if name not in BACKUP_TYPES:
+    if name not in NAMES:
         raise UsageError(f"unknown backup type '{name}'",
-                         hint=f"use one of: {', '.join(BACKUP_TYPES)}")
+                         hint=f"use one of: {', '.join(NAMES)}")
     return name
 
 
 def cmd_run(conf: Config, args: argparse.Namespace) -> int:
-    if args.type == cli_restore.VERIFY_JOB:
+    if args.type == VERIFY_JOB:
         return cli_restore.run_verify_job(conf)
     backup_type = _known_type(args.type)
+    runner.require_available(backup_type)  # before `enabled`: a type that cannot run exits 2
     if not conf.type(backup_type).enabled and not args.force:
         logger.info("the %s backup is disabled ([%s] enabled = false in %s): skipped; "
                     "use 'trackerbackup run --force %s' to run it anyway",
@@ -190,8 +194,6 @@ def _last_verify(path: Path) -> str:
 
 
 def cmd_prune(conf: Config, args: argparse.Namespace) -> int:
-    from trackerbackup import lock
-
     repository = Repository(conf.general.backup_dir)
     for backup_type in _types(args.type):
         with lock.hold(conf.general.run_dir, backup_type, wait=False):
@@ -205,28 +207,35 @@ def cmd_prune(conf: Config, args: argparse.Namespace) -> int:
 
 
 def cmd_check(conf: Config, args: argparse.Namespace) -> int:
+    """Exit 2 if an enabled type cannot run (this version lacks it, or the configuration
+    asks for what it cannot do), 3 if the environment is not ready, else 0."""
     print(f"configuration {conf.source}: valid")
     docker = Docker(conf.general.docker)
-    problems = _print_ping_problems(conf)
+    unusable = False
+    environment = _print_ping_problems(conf) > 0
     for message in interrupted_restores(conf.general.backup_dir):
-        problems += 1
+        environment = True
         print(f"PROBLEM: {message}")
     for backup_type in _types(args.type):
-        state = "enabled" if conf.type(backup_type).enabled else "disabled"
+        enabled = conf.type(backup_type).enabled
+        label = f"{backup_type} ({'enabled' if enabled else 'disabled'})"
         try:
             plan = runner.make_source(conf, backup_type, docker).plan()
         except UsageError as error:
-            print(f"{backup_type} ({state}): {error.message}")
+            unusable = unusable or enabled
+            print(f"{label}: PROBLEM: {error}" if enabled else f"{label}: {error.message}")
             continue
         except TrackerBackupError as error:
-            problems += 1
-            print(f"{backup_type} ({state}): PROBLEM: {error}")
+            environment = True
+            print(f"{label}: PROBLEM: {error}")
             continue
-        _print_plan(f"{backup_type} ({state})", plan)
+        _print_plan(label, plan)
     for finding in preflight.check_findings(conf, _types(args.type)):
-        problems += finding.problem
+        environment = environment or finding.problem
         print(f"{'PROBLEM' if finding.problem else 'warning'}: {finding.message}")
-    return ExitCode.ENVIRONMENT if problems else ExitCode.OK
+    if unusable:
+        return ExitCode.USAGE
+    return ExitCode.ENVIRONMENT if environment else ExitCode.OK
 
 
 def _print_ping_problems(conf: Config) -> int:
@@ -241,8 +250,6 @@ def _print_ping_problems(conf: Config) -> int:
 
 
 def cmd_sqlite(conf: Config, args: argparse.Namespace) -> int:
-    from trackerbackup.sources.database import enable_wal
-
     path = enable_wal(conf, Docker(conf.general.docker))
     print(f"{path} is in WAL mode: snapshots no longer block the tracker's writers")
     return ExitCode.OK

@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from trackerbackup import lock, monitoring, runner
-from trackerbackup.config import BACKUP_TYPES, Config
+from trackerbackup.backup_types import NAMES
+from trackerbackup.config import Config
 from trackerbackup.docker import Docker
 from trackerbackup.errors import ExitCode, UsageError
 from trackerbackup.log import get_logger
@@ -20,7 +21,6 @@ from trackerbackup.sources.registry import source_kind
 from trackerbackup.verify import Verified, verify_backup
 
 logger = get_logger()
-VERIFY_JOB = "verify"
 
 
 def add_parsers(commands: Any) -> None:
@@ -55,9 +55,9 @@ def cmd_verify(conf: Config, args: argparse.Namespace) -> int:
     types = (args.type,) if args.type else _enabled_types(conf)
     failed = 0
     for backup_type in types:
-        if backup_type not in BACKUP_TYPES:
+        if backup_type not in NAMES:
             raise UsageError(f"unknown type {backup_type!r}",
-                             hint=f"one of: {', '.join(BACKUP_TYPES)}")
+                             hint=f"one of: {', '.join(NAMES)}")
         with lock.hold(conf.general.run_dir, backup_type, wait=True):
             for outcome in _verify_type(conf, backup_type, args):
                 failed += not outcome.record.ok
@@ -77,7 +77,7 @@ def run_verify_job(conf: Config) -> int:
 
 
 def _enabled_types(conf: Config) -> tuple[str, ...]:
-    return tuple(t for t in BACKUP_TYPES if conf.type(t).enabled)
+    return tuple(t for t in NAMES if conf.type(t).enabled)
 
 
 def _verify_type(conf: Config, backup_type: str, args: argparse.Namespace) -> list[Verified]:

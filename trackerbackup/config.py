@@ -1,174 +1,232 @@
 """The configuration file: TOML in, frozen typed objects out, every problem reported at once.
 
-One declarative schema (`SCHEMA`) lists every section and key with its type, default and
-allowed values; `load` checks the whole file against it before anything runs, so a typo
-is an error that names the file, the key and what is expected, never a silent default.
+The dataclasses below are the one declaration of every table and key: type (the
+annotation), default, bounds or choices and documentation (`setting`). `load` checks the
+whole file against them before anything runs (`schema.read_table`), so a typo is an error
+that names the file, the line, the key and what is expected, never a silent default. The
+example config and the key list of trackerbackup.toml(5) are rendered from the same
+declarations (`config_docs`), and a test fails when the shipped copies differ.
 """
 
 from __future__ import annotations
 
-import difflib
+import functools
 import os
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from importlib import resources
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
+from trackerbackup.backup_types import TYPES, BackupType
 from trackerbackup.errors import ConfigError
 from trackerbackup.retention import RetentionPolicy, policy_problems
+from trackerbackup.schema import Key, Setting, keys_of, read_table, setting, table_key
 
 DEFAULT_PATH = Path("/etc/trackerbackup/trackerbackup.toml")
 ENV_VAR = "TRACKERBACKUP_CONFIG"
-BACKUP_TYPES = ("storage", "database", "selective")
-COMPRESSIONS = ("zstd", "gzip", "none")
-
-SELECTIVE_DEFAULT_PATHS = (
-    "storage/tracker/etc",
-    "storage/caddy/etc",
-    "storage/caddy/data",
-    "storage/grafana/provisioning",
-    "storage/prometheus/etc",
-    "docker-compose.yml",
-    ".env",
-)
+# Levels each compressor accepts; zstd's 20-22 need gigabytes of memory, so they are out.
+COMPRESSION_LEVELS = {"zstd": (1, 19), "gzip": (1, 9)}
+COMPRESSIONS = (*COMPRESSION_LEVELS, "none")
 
 
-@dataclass(frozen=True)
-class Key:
-    """One configuration key: its Python type, default and constraints."""
-
-    kind: type
-    default: Any
-    choices: tuple[str, ...] = ()
-    minimum: float | None = None
-    doc: str = ""
+def example_path() -> Path:
+    """The example configuration shipped inside the package (every key at its default)."""
+    return Path(str(resources.files("trackerbackup.data") / "trackerbackup.toml"))
 
 
-RETENTION_KEYS = {
-    "keep_last": Key(int, 1, minimum=0, doc="the N newest verified backups"),
-    "keep_daily": Key(int, 7, minimum=0, doc="the newest backup of each of the last N days"),
-    "keep_weekly": Key(int, 0, minimum=0, doc="the newest backup of each of N ISO weeks"),
-    "keep_monthly": Key(int, 0, minimum=0, doc="the newest backup of each of N months"),
-    "max_age_days": Key(int, 0, minimum=0, doc="delete backups older than N days (0: off)"),
-}
+def _http_url(url: str) -> str | None:
+    if url and not url.startswith(("http://", "https://")):
+        return "expected an http:// or https:// URL"
+    return None
 
 
-def _type_keys(*, paths: tuple[str, ...] | None, exclude: bool) -> dict[str, Key]:
-    keys = {
-        "enabled": Key(bool, True),
-        "compression": Key(str, "zstd", choices=COMPRESSIONS),
-        "compression_level": Key(int, 3, minimum=1),
-    }
-    if paths is not None:
-        keys["paths"] = Key(list, list(paths))
-    if exclude:
-        keys["exclude"] = Key(list, [])
-    return keys
-
-
-SCHEMA: dict[str, dict[str, Key]] = {
-    "general": {
-        "backup_dir": Key(str, "/var/backups/trackerbackup"),
-        "run_dir": Key(str, "/run/trackerbackup"),
-        "compose_dir": Key(str, "/opt/torrust"),
-        "storage_dir": Key(str, ""),
-        "compose_project": Key(str, "torrust"),
-        "docker": Key(str, "/usr/bin/docker"),
-        "min_free_bytes": Key(int, 0, minimum=0),
-    },
-    "tracker": {
-        "service": Key(str, "tracker"),
-        "container": Key(str, "tracker"),
-        "driver": Key(str, "sqlite", choices=("sqlite",)),
-    },
-    "sqlite": {
-        "path_in_container": Key(str, "/var/lib/torrust/tracker/database/tracker.db"),
-        "host_path": Key(str, ""),
-        "max_writer_stall": Key(float, 1.0, minimum=0.0),
-        "over_budget": Key(str, "pause", choices=("pause", "stop", "fail")),
-        "integrity_check": Key(str, "full", choices=("full", "quick")),
-    },
-    "monitoring": {
-        "textfile_dir": Key(str, ""),
-        "ping_start": Key(str, ""),
-        "ping_success": Key(str, ""),
-        "ping_failure": Key(str, ""),
-        "failure_command": Key(list, []),
-    },
-    "storage": _type_keys(paths=None, exclude=True),
-    "database": _type_keys(paths=None, exclude=False),
-    "selective": _type_keys(paths=SELECTIVE_DEFAULT_PATHS, exclude=True),
-}
-
-# Keys whose values are secrets (a ping URL holds its check's token): never echoed.
-SECRET_KEYS = frozenset({"monitoring.ping_start", "monitoring.ping_success",
-                         "monitoring.ping_failure"})
-
-# Sections that may hold a [<section>.retention] table.
-RETENTION_SECTIONS = BACKUP_TYPES
+def _absolute_program(command: tuple[str, ...]) -> str | None:
+    if command and not Path(command[0]).is_absolute():
+        return "the program (first item) must be an absolute path"
+    return None
 
 
 @dataclass(frozen=True)
 class General:
-    backup_dir: Path
-    run_dir: Path
-    compose_dir: Path
-    storage_dir: Path
-    compose_project: str
-    docker: str
-    min_free_bytes: int
+    backup_dir: Path = setting(
+        Path("/var/backups/trackerbackup"),
+        "Where backups are written: local disk, an attached volume, an NFS mount. If it lies "
+        "inside the storage tree it is left out of every archive automatically. Another "
+        "directory must also be made writable for the service (trackerbackup(8), Sandbox).")
+    run_dir: Path = setting(
+        Path("/run/trackerbackup"),
+        "Lock files (one per backup type) and markers for containers paused by a run.")
+    compose_dir: Path = setting(
+        Path("/opt/torrust"),
+        "The Compose directory of the tracker stack (docker-compose.yml, .env, storage/).")
+    storage_dir: Path | None = setting(
+        None, "The storage tree; empty means <compose_dir>/storage.")
+    compose_project: str = setting(
+        "torrust",
+        "Containers are found by their Compose labels: com.docker.compose.project = this "
+        "value and com.docker.compose.service = tracker.service; then by name "
+        "(tracker.container).")
+    docker: str = setting(
+        "/usr/bin/docker", "The docker CLI (the only way trackerbackup reaches containers).")
+    min_free_bytes: int = setting(
+        0, "Free space, in bytes, to leave on the backup file system on top of the "
+        "backup's estimated size.", minimum=0, maximum=10**18)
+
+    @property
+    def storage(self) -> Path:
+        """The storage tree: storage_dir, or <compose_dir>/storage when it is empty."""
+        return self.storage_dir or self.compose_dir / "storage"
 
 
 @dataclass(frozen=True)
 class Tracker:
-    service: str
-    container: str
-    driver: str
+    service: str = setting(
+        "tracker", "The value of the label com.docker.compose.service of the tracker.")
+    container: str = setting(
+        "tracker", "The container name used when no container has the Compose labels.")
+    driver: str = setting(
+        "sqlite", "The tracker's database driver; this version supports SQLite only.",
+        choices=("sqlite",))
 
 
 @dataclass(frozen=True)
 class Sqlite:
-    path_in_container: str
-    host_path: Path | None
-    max_writer_stall: float
-    over_budget: str
-    integrity_check: str
+    path_in_container: str = setting(
+        "/var/lib/torrust/tracker/database/tracker.db",
+        "The database file inside the tracker container; its host path is found through "
+        "the container's bind mounts.")
+    host_path: Path | None = setting(
+        None, "The database file on the host, to skip the container lookup; empty: found "
+        "with docker inspect.")
+    max_writer_stall: float = setting(
+        1.0, "Longest time the tracker's writers may wait for the snapshot, in seconds. The "
+        "tracker gives up on a write after 5 s, so this stays below that.",
+        minimum=0.0, maximum=4.0)
+    over_budget: str = setting(
+        "pause", "When a rollback-journal database is too large to copy within "
+        "max_writer_stall:\n"
+        "- \"pause\": docker pause the tracker for the copy (writes wait; peers stay in "
+        "memory)\n"
+        "- \"stop\": stop the tracker for the copy and start it again (peers are lost)\n"
+        "- \"fail\": refuse, and advise switching the database to WAL mode\n"
+        "WAL databases are copied online and never need either.",
+        choices=("pause", "stop", "fail"))
+    integrity_check: str = setting(
+        "full", "\"full\" runs PRAGMA integrity_check on every snapshot; \"quick\" runs "
+        "quick_check (much faster on very large databases, still checks every page's "
+        "structure).", choices=("full", "quick"))
 
 
 @dataclass(frozen=True)
 class Monitoring:
-    textfile_dir: Path | None
-    ping_start: str
-    ping_success: str
-    ping_failure: str
-    failure_command: tuple[str, ...]
+    textfile_dir: Path | None = setting(
+        None, "The node_exporter textfile collector directory (e.g. "
+        "/var/lib/prometheus/node-exporter); empty: off. Gets trackerbackup_<type>.prom "
+        "with the last success timestamp.")
+    ping_start: str = setting(
+        "", "A healthchecks-style URL pinged when a run starts; empty: off. Ping URLs are "
+        "never logged in full.", check=_http_url, secret=True)
+    ping_success: str = setting(
+        "", "Pinged when a run succeeds.", check=_http_url, secret=True)
+    ping_failure: str = setting(
+        "", "Pinged when a run fails, with the error (or, from the OnFailure= unit, the end "
+        "of the unit's log).", check=_http_url, secret=True)
+    failure_command: tuple[str, ...] = setting(
+        (), "A program run by trackerbackup-failure@TYPE.service when a backup unit fails, "
+        "as a list: the program's absolute path, then its arguments (no shell). It gets "
+        "TRACKERBACKUP_TYPE and TRACKERBACKUP_UNIT in its environment and the end of the "
+        "unit's log on standard input.\n"
+        "Example: [\"/usr/local/bin/page-oncall\", \"--severity\", \"high\"]",
+        check=_absolute_program)
+
+
+RETENTION = {
+    "keep_last": Setting("Keep the N newest verified backups.", minimum=0, maximum=10_000),
+    "keep_daily": Setting("Keep the newest backup of each of the last N days (UTC).",
+                          minimum=0, maximum=36_500),
+    "keep_weekly": Setting("Keep the newest backup of each of the last N ISO weeks.",
+                           minimum=0, maximum=5_200),
+    "keep_monthly": Setting("Keep the newest backup of each of the last N months.",
+                            minimum=0, maximum=1_200),
+    "max_age_days": Setting("Then delete backups older than N days, even those a keep "
+                            "rule picked; 0: no age limit.", minimum=0, maximum=36_500),
+}
 
 
 @dataclass(frozen=True)
 class TypeSettings:
-    """What one backup type does: [storage], [database] or [selective]."""
+    """One backup type's table ([storage], [database], [selective]); `name` is the type."""
 
     name: str
-    enabled: bool
-    compression: str
-    compression_level: int
-    retention: RetentionPolicy
-    paths: tuple[str, ...] = ()
-    exclude: tuple[str, ...] = ()
+    enabled: bool = setting(
+        True, "false: every 'trackerbackup run TYPE' only logs that the type is disabled, "
+        "unless given --force. To stop only the scheduled runs, disable the timer instead: "
+        "systemctl disable --now trackerbackup@TYPE.timer.")
+    compression: str = setting(
+        "zstd", "\"zstd\" (multi-threaded), \"gzip\" or \"none\".", choices=COMPRESSIONS)
+    compression_level: int = setting(
+        3, "The compression level.", range_by=("compression", COMPRESSION_LEVELS))
+    paths: tuple[str, ...] = setting(
+        (), "Paths relative to general.compose_dir, or absolute. The default is what an "
+        "operator cannot lose: tracker config, Caddy config and TLS data, Grafana "
+        "provisioning, Prometheus config, the compose file and its .env.")
+    exclude: tuple[str, ...] = setting(
+        (), "fnmatch patterns matched against a member's path (without the leading /) or "
+        "its name.")
+    retention: RetentionPolicy = setting(
+        RetentionPolicy(), "Which backups of this type are kept: the union of the keep_* "
+        "rules, then max_age_days. Only verified backups count; the newest verified backup "
+        "is never deleted, and nothing is deleted while no verified backup exists.",
+        fields=RETENTION)
 
 
 @dataclass(frozen=True)
 class Config:
     source: str
-    general: General
-    tracker: Tracker
-    sqlite: Sqlite
-    monitoring: Monitoring
+    general: General = setting(General(), "Where backups go and where the tracker is.")
+    tracker: Tracker = setting(Tracker(), "How the tracker's container is found.")
+    sqlite: Sqlite = setting(Sqlite(), "How the tracker's SQLite database is snapshotted.")
+    monitoring: Monitoring = setting(Monitoring(), "Metrics, pings and a failure hook.")
     types: Mapping[str, TypeSettings] = field(default_factory=dict)
 
     def type(self, name: str) -> TypeSettings:
         return self.types[name]
+
+
+def type_keys(backup_type: BackupType) -> tuple[Key, ...]:
+    """TypeSettings' keys as `backup_type` has them: its own paths and exclude, and
+    enabled by default only if this version can run it."""
+    keys = []
+    for key in keys_of(TypeSettings):
+        if key.name == "enabled":
+            key = replace(key, default=backup_type.available)
+        elif key.name == "paths":
+            if backup_type.paths is None:
+                continue
+            key = replace(key, default=backup_type.paths)
+        elif key.name == "exclude" and not backup_type.exclude:
+            continue
+        keys.append(key)
+    return tuple(keys)
+
+
+def document_keys() -> tuple[Key, ...]:
+    """The top-level tables of a configuration file, in the order the example lists them."""
+    return (*keys_of(Config), *(
+        table_key(t.name, functools.partial(TypeSettings, t.name), type_keys(t), t.summary)
+        for t in TYPES))
+
+
+def _secret_keys() -> frozenset[str]:
+    """'monitoring.ping_start', ...: the keys whose values are never echoed (a ping URL
+    holds its check's token)."""
+    return frozenset(f"{table.name}.{key.name}" for table in keys_of(Config)
+                     for key in table.table if key.setting.secret)
+
+
+SECRET_KEYS = _secret_keys()
 
 
 def default_path() -> Path:
@@ -184,7 +242,7 @@ def load(path: Path) -> Config:
     except FileNotFoundError:
         raise ConfigError(
             source,
-            [f"file not found; create it from /usr/share/doc/trackerbackup/examples or pass "
+            [f"file not found; copy the example {example_path()} there, or pass "
              f"--config PATH (or set {ENV_VAR})"],
         ) from None
     except PermissionError:
@@ -220,159 +278,12 @@ def _with_line(problem: str, lines: dict[str, int]) -> str:
 
 def from_document(document: Mapping[str, Any], source: str = "<memory>") -> Config:
     problems: list[str] = []
-    values = _validate(document, problems)  # invalid values fall back to defaults here...
-    return _build(values, source, problems)  # ...so this finds the rest, then raises
-
-
-def _validate(document: Mapping[str, Any], problems: list[str]) -> dict[str, dict[str, Any]]:
-    for name in document:
-        if name not in SCHEMA:
-            problems.append(_unknown(name, name, SCHEMA))
-    values: dict[str, dict[str, Any]] = {}
-    for section, keys in SCHEMA.items():
-        table = document.get(section, {})
-        if not isinstance(table, dict):
-            problems.append(f"{section}: must be a table, not {_type_name(table)}")
-            table = {}
-        allowed: Mapping[str, Any] = keys
-        if section in RETENTION_SECTIONS:
-            allowed = {**keys, "retention": None}
-        values[section] = _read_table(section, table, keys, allowed, problems)
-        if section in RETENTION_SECTIONS:
-            retention = table.get("retention", {})
-            if not isinstance(retention, dict):
-                problems.append(f"{section}.retention: must be a table")
-                retention = {}
-            values[section]["retention"] = _read_table(
-                f"{section}.retention", retention, RETENTION_KEYS, RETENTION_KEYS, problems
-            )
-    return values
-
-
-def _read_table(
-    where: str,
-    table: Mapping[str, Any],
-    keys: Mapping[str, Key],
-    allowed: Mapping[str, Any],
-    problems: list[str],
-) -> dict[str, Any]:
-    for name in table:
-        if name not in allowed:
-            problems.append(_unknown(f"{where}.{name}", name, allowed))
-    return {name: _read_value(f"{where}.{name}", table.get(name), key, problems)
-            for name, key in keys.items()}
-
-
-def _read_value(where: str, value: Any, key: Key, problems: list[str]) -> Any:
-    if value is None:
-        return key.default
-    if key.kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, key.kind) or (key.kind is int and isinstance(value, bool)):
-        shown = "" if where in SECRET_KEYS else f" {value!r}"
-        problems.append(f"{where}: expected {_kind_name(key.kind)}, got {_type_name(value)}{shown}")
-        return key.default
-    value = cast(Any, value)  # isinstance() against a runtime type narrowed it to object
-    if key.kind is list and not all(isinstance(item, str) and item for item in value):
-        problems.append(f"{where}: expected a list of non-empty strings")
-        return key.default
-    if key.choices and value not in key.choices:
-        problems.append(f"{where}: {value!r} is not one of {', '.join(key.choices)}")
-        return key.default
-    if key.minimum is not None and value < key.minimum:
-        problems.append(f"{where}: {value!r} is below the minimum {key.minimum:g}")
-        return key.default
-    return value
-
-
-def _build(values: dict[str, dict[str, Any]], source: str, problems: list[str]) -> Config:
-    general = values["general"]
-    compose_dir = _absolute("general.compose_dir", general["compose_dir"], problems)
-    storage_dir = general["storage_dir"] or str(compose_dir / "storage")
-    built_general = General(
-        backup_dir=_absolute("general.backup_dir", general["backup_dir"], problems),
-        run_dir=_absolute("general.run_dir", general["run_dir"], problems),
-        compose_dir=compose_dir,
-        storage_dir=_absolute("general.storage_dir", storage_dir, problems),
-        compose_project=general["compose_project"],
-        docker=general["docker"],
-        min_free_bytes=general["min_free_bytes"],
-    )
-    sqlite = values["sqlite"]
-    host_path = sqlite["host_path"]
-    built_sqlite = Sqlite(
-        path_in_container=sqlite["path_in_container"],
-        host_path=_absolute("sqlite.host_path", host_path, problems) if host_path else None,
-        max_writer_stall=sqlite["max_writer_stall"],
-        over_budget=sqlite["over_budget"],
-        integrity_check=sqlite["integrity_check"],
-    )
-    monitoring = values["monitoring"]
-    textfile_dir = monitoring["textfile_dir"]
-    built_monitoring = Monitoring(
-        textfile_dir=(
-            _absolute("monitoring.textfile_dir", textfile_dir, problems) if textfile_dir else None
-        ),
-        ping_start=monitoring["ping_start"],
-        ping_success=monitoring["ping_success"],
-        ping_failure=monitoring["ping_failure"],
-        failure_command=tuple(monitoring["failure_command"]),
-    )
-    command = built_monitoring.failure_command
-    if command and not Path(command[0]).is_absolute():
-        problems.append("monitoring.failure_command: the program (first item) must be an "
-                        "absolute path")
-    for key in ("ping_start", "ping_success", "ping_failure"):
-        url = monitoring[key]
-        if url and not url.startswith(("http://", "https://")):
-            problems.append(f"monitoring.{key}: expected an http:// or https:// URL")
-    types = {name: _build_type(name, values[name]) for name in BACKUP_TYPES}
+    tables = read_table("", document, document_keys(), problems)
+    types = {t.name: tables.pop(t.name) for t in TYPES}
     for name, settings in types.items():
         problems.extend(f"{name}.retention: {problem}"
                         for problem in policy_problems(settings.retention)
-                        if "keep rule" in problem)  # negative values were reported above
+                        if "keep rule" in problem)  # out-of-range values were reported
     if problems:
         raise ConfigError(source, problems)
-    return Config(
-        source=source,
-        general=built_general,
-        tracker=Tracker(**values["tracker"]),
-        sqlite=built_sqlite,
-        monitoring=built_monitoring,
-        types=types,
-    )
-
-
-def _build_type(name: str, values: dict[str, Any]) -> TypeSettings:
-    return TypeSettings(
-        name=name,
-        enabled=values["enabled"],
-        compression=values["compression"],
-        compression_level=values["compression_level"],
-        retention=RetentionPolicy(**values["retention"]),
-        paths=tuple(values.get("paths", ())),
-        exclude=tuple(values.get("exclude", ())),
-    )
-
-
-def _absolute(where: str, value: str, problems: list[str]) -> Path:
-    path = Path(value)
-    if not path.is_absolute():
-        problems.append(f"{where}: {value!r} is not an absolute path")
-    return path
-
-
-def _unknown(where: str, name: str, known: Mapping[str, Any]) -> str:
-    close = difflib.get_close_matches(name, list(known), n=1)
-    suggestion = f" did you mean '{close[0]}'?" if close else ""
-    return f"{where}: unknown name.{suggestion} Expected one of: {', '.join(known)}"
-
-
-def _kind_name(kind: type) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "true or false",
-            list: "a list of strings"}[kind]
-
-
-def _type_name(value: Any) -> str:
-    return {str: "a string", int: "an integer", float: "a number", bool: "a boolean",
-            list: "a list", dict: "a table"}.get(type(value), type(value).__name__)
+    return Config(source=source, types=types, **tables)

@@ -19,6 +19,7 @@ from trackerbackup.log import Event, fields, get_logger
 from trackerbackup.repository import Backup, Ignored, Repository
 from trackerbackup.safefs import disk_problem
 from trackerbackup.sources import Plan, Source
+from trackerbackup.sources.registry import SOURCES
 
 log = get_logger()
 
@@ -32,14 +33,18 @@ class RunOutcome:
     pruned: tuple[str, ...] = ()
 
 
-def make_source(config: Config, backup_type: str, docker: Docker) -> Source:
-    from trackerbackup.sources.registry import SOURCES
-
+def require_available(backup_type: str) -> SourceFactory:
+    """The source of `backup_type`; a usage error (exit 2) if this version has none."""
     if backup_type not in SOURCES:
         raise UsageError(f"the {backup_type} backup type is not available in this version",
-                         hint=f"use one of: {', '.join(SOURCES)}; disable its timer with "
-                         f"'systemctl disable --now trackerbackup@{backup_type}.timer'")
-    return SOURCES[backup_type](config, backup_type, docker)
+                         hint=f"set [{backup_type}] enabled = false in the configuration and "
+                         f"disable its timer: systemctl disable --now "
+                         f"trackerbackup@{backup_type}.timer (available: {', '.join(SOURCES)})")
+    return SOURCES[backup_type]
+
+
+def make_source(config: Config, backup_type: str, docker: Docker) -> Source:
+    return require_available(backup_type)(config, backup_type, docker)
 
 
 def run(config: Config, backup_type: str, *, dry_run: bool = False, wait: bool = False,

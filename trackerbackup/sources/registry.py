@@ -1,4 +1,8 @@
-"""The explicit map from backup type to the source that produces it."""
+"""The explicit map from backup type to the source that produces it.
+
+Its keys are exactly the types `backup_types.TYPES` marks available (a unit test checks);
+a type without a source here cannot run (`runner.require_available`).
+"""
 
 from __future__ import annotations
 

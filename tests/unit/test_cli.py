@@ -1,0 +1,59 @@
+"""A backup type this version cannot run: `run` refuses it, `check` fails while it is enabled."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from trackerbackup import cli, log
+from trackerbackup.errors import ExitCode
+
+Main = Callable[..., int]
+
+
+@pytest.fixture
+def main(tmp_path: Path) -> Iterator[Main]:
+    """`cli.main` with a config in tmp_path (+ `extra`); the logger and the SIGTERM
+    handler it installs are put back afterwards."""
+    logger = log.get_logger()
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    sigterm = signal.getsignal(signal.SIGTERM)
+    config = tmp_path / "trackerbackup.toml"
+
+    def run(*argv: str, extra: str = "") -> int:
+        config.write_text(f'[general]\nbackup_dir = "{tmp_path}/b"\nrun_dir = "{tmp_path}/r"\n'
+                          + extra)
+        return cli.main(["--config", str(config), "--log-target", "console", *argv])
+
+    yield run
+    logger.handlers[:], logger.propagate, logger.level = saved
+    signal.signal(signal.SIGTERM, sigterm)
+
+
+def test_check_fails_with_the_key_to_change_when_an_unavailable_type_is_enabled(
+    main: Main, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main("check", "storage", extra="[storage]\nenabled = true\n") == ExitCode.USAGE
+    out = capsys.readouterr().out
+    assert ("storage (enabled): PROBLEM: the storage backup type is not available in this "
+            "version\n  hint: set [storage] enabled = false in the configuration") in out
+
+
+def test_check_accepts_an_unavailable_type_that_is_disabled(
+    main: Main, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main("check", "storage") == ExitCode.OK
+    assert ("storage (disabled): the storage backup type is not available in this version\n"
+            in capsys.readouterr().out)
+
+
+@pytest.mark.parametrize("enabled", ["true", "false"])
+def test_run_refuses_an_unavailable_type_enabled_or_not(
+    main: Main, capsys: pytest.CaptureFixture[str], enabled: str
+) -> None:
+    assert main("run", "storage", extra=f"[storage]\nenabled = {enabled}\n") == ExitCode.USAGE
+    assert "the storage backup type is not available in this version" in (
+        capsys.readouterr().err)
