@@ -43,6 +43,7 @@ from tests.testbed.engine import DOCKER, docker
 from tests.testbed.images import Images
 from tests.testbed.stack import Stack
 from tests.testbed.vm import VM
+from trackerbackup.backup_types import NAMES
 from trackerbackup.log import Event
 
 pytestmark = [pytest.mark.testbed, pytest.mark.vm]
@@ -326,7 +327,7 @@ def test_1_apt_installs_the_package_offline_and_enables_nothing(machine: Host) -
     assert status.startswith("install ok installed")
     assert vm.exec("trackerbackup", "--version").stdout.startswith("trackerbackup ")
     assert vm.exec("stat", "-c", "%a %U:%G", CONFIG).stdout.split() == ["600", "root:root"]
-    for backup_type in ("database", "selective", "storage"):
+    for backup_type in NAMES:
         timer = f"trackerbackup@{backup_type}.timer"
         state = vm.exec("systemctl", "is-enabled", timer, check=False).stdout.strip()
         assert state == "disabled", timer
@@ -409,7 +410,7 @@ def test_2_an_unknown_type_fails_clearly_and_its_failure_unit_runs(machine: Host
     since = run.since
     text = journal_text(vm, run.entries[0], "-u", unit)
     assert "unknown backup type 'bogus'" in text
-    assert "hint: use one of: storage, database, selective" in text
+    assert f"hint: use one of: {', '.join(NAMES)}" in text
     assert "status=2/INVALIDARGUMENT" in text
     assert "Subject: Unit failed" in text  # systemd's catalog, shown by -x
 
@@ -656,6 +657,9 @@ def test_7_remove_keeps_the_config_the_backups_and_the_timer_enablement(machine:
     assert vm.exec("stat", "-c", "%a", CONFIG).stdout.strip() == "600"
     assert vm.exec("test", "-L", f"{WANTS}/trackerbackup@database.timer",
                    check=False).returncode == 0
+    # prerm stopped the timer (enabled and active since step 4): none fires meanwhile.
+    assert vm.exec("systemctl", "is-active", "trackerbackup@database.timer",
+                   check=False).stdout.strip() == "inactive"
     assert sorted(p.name for p in (stack.backup_dir / "database").iterdir()) == backups
     vm.exec("test", "-d", "/var/backups/trackerbackup")
 

@@ -18,13 +18,17 @@ from pathlib import Path
 
 import pytest
 
+from trackerbackup import __version__
+from trackerbackup.backup_types import NAMES, TYPES
+from trackerbackup.config import example_path
 from trackerbackup.log import Event
 
 ROOT = Path(__file__).parents[2]
 MAX_EXPOSURE = 2.5
-TYPES = ("storage", "database", "selective")
-UNIT_DIR = "lib/systemd/system"
+UNIT_DIR = "usr/lib/systemd/system"
 CONFFILE = "etc/trackerbackup/trackerbackup.toml"
+# Where the Python package lands in the .deb (pybuild, Debian's python3).
+DIST_PACKAGES = "usr/lib/python3/dist-packages"
 
 pytestmark = pytest.mark.slow
 
@@ -74,9 +78,9 @@ def sysroot(package: Package, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The unpacked package plus the host's units (targets the units refer to)."""
     need("systemd-analyze")
     root = tmp_path_factory.mktemp("sysroot")
-    shutil.copytree(package.tree, root, symlinks=True, dirs_exist_ok=True)
     host_units = Path("/lib/systemd/system")
     shutil.copytree(host_units, root / "usr/lib/systemd/system", symlinks=True, dirs_exist_ok=True)
+    shutil.copytree(package.tree, root, symlinks=True, dirs_exist_ok=True)  # ours win
     return root
 
 
@@ -94,11 +98,11 @@ def analyze(sysroot: Path, *args: str, debug: bool = False) -> subprocess.Comple
     "path",
     [
         "usr/bin/trackerbackup",
-        "usr/lib/python3/dist-packages/trackerbackup/__init__.py",
+        f"{DIST_PACKAGES}/trackerbackup/__init__.py",
         f"{UNIT_DIR}/trackerbackup@.service",
         f"{UNIT_DIR}/trackerbackup@.timer",
         f"{UNIT_DIR}/trackerbackup-failure@.service",
-        *(f"{UNIT_DIR}/trackerbackup@{t}.timer.d/10-schedule.conf" for t in TYPES),
+        *(f"{UNIT_DIR}/trackerbackup@{t}.timer.d/10-schedule.conf" for t in NAMES),
         "usr/lib/tmpfiles.d/trackerbackup.conf",
         "usr/lib/systemd/catalog/trackerbackup.catalog",
         "usr/share/man/man8/trackerbackup.8.gz",
@@ -110,6 +114,51 @@ def analyze(sysroot: Path, *args: str, debug: bool = False) -> subprocess.Comple
 )
 def test_package_contains(package: Package, path: str) -> None:
     assert path in package.listing
+
+
+def test_units_tmpfiles_and_catalog_share_the_usr_lib_prefix(package: Package) -> None:
+    assert not [path for path in package.listing if path == "lib" or path.startswith("lib/")]
+    for path in (UNIT_DIR, "usr/lib/tmpfiles.d", "usr/lib/systemd/catalog"):
+        assert path in package.listing
+
+
+def test_version_is_the_programs_without_a_debian_revision(package: Package) -> None:
+    """A native package (debian/source/format) has no revision: 0.1.0, not 0.1.0-1."""
+    assert (ROOT / "debian/source/format").read_text().strip() == "3.0 (native)"
+    assert package.deb.name == f"trackerbackup_{__version__}_all.deb"
+    version = run("dpkg-deb", "-f", package.deb, "Version").stdout.strip()
+    assert version == __version__
+
+
+def build_log(package: Package) -> str:
+    return (package.changes.parent / "build.log").read_text()
+
+
+def test_source_package_builds_without_warnings(package: Package) -> None:
+    assert package.changes.with_name(f"trackerbackup_{__version__}.dsc").exists()
+    assert "dpkg-source -b ." in build_log(package)
+    assert re.findall(r"^dpkg-source: warning: .*$", build_log(package), re.M) == []
+
+
+def test_the_build_runs_the_unit_tests(package: Package) -> None:
+    """dh_auto_test: tests/unit only (no Docker), and they passed."""
+    log = build_log(package)
+    assert re.search(r"python3\.\d+ -m pytest \S+/tests/unit --import-mode=append ", log)
+    assert re.search(r"^=+ \d+ passed in [\d.]+s =+$", log, re.M)
+
+
+def test_the_example_a_missing_config_points_to_is_shipped(package: Package) -> None:
+    # config.load's hint names example_path(): the package data file, here in dist-packages.
+    shipped = f"{DIST_PACKAGES}/trackerbackup/data/trackerbackup.toml"
+    assert example_path().parts[-3:] == ("trackerbackup", "data", "trackerbackup.toml")
+    assert shipped in package.listing
+    assert (package.tree / shipped).read_text() == (package.tree / CONFFILE).read_text()
+
+
+def test_description_promises_only_what_exists(package: Package) -> None:
+    control = run("dpkg-deb", "-f", package.deb, "Description", "Depends", "Suggests").stdout
+    assert "mysql" not in control.lower()
+    assert "storage tree for disaster recovery" not in control
 
 
 def test_config_is_a_root_only_conffile(package: Package) -> None:
@@ -133,6 +182,14 @@ def test_backups_are_not_shipped_and_never_purged(package: Package) -> None:
     # "d" without an age: systemd-tmpfiles never cleans or removes the backups.
     assert re.search(r"^d /var/backups/trackerbackup 0700 root root -$", tmpfiles, re.M)
     assert re.search(r"^d /run/trackerbackup 0700 root root -$", tmpfiles, re.M)
+
+
+def test_removal_stops_every_types_timer_and_service(package: Package) -> None:
+    """prerm remove: the units come from the registry of types (debian/rules)."""
+    prerm = (package.control / "prerm").read_text()
+    [stopped] = re.findall(r"^\s*deb-systemd-invoke stop (.+?) >/dev/null", prerm, re.M)
+    assert stopped.split() == [t.units[0] for t in TYPES] + [t.units[1] for t in TYPES]
+    assert "#BACKUP_UNITS#" not in prerm
 
 
 def test_nothing_is_enabled_or_started_on_install(package: Package) -> None:
@@ -179,7 +236,7 @@ def test_lintian_reports_no_errors_or_warnings(package: Package) -> None:
 # --- systemd units -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backup_type", TYPES)
+@pytest.mark.parametrize("backup_type", NAMES)
 def test_units_verify_clean(sysroot: Path, backup_type: str) -> None:
     # Also checks that ExecStart= exists in the package and Documentation= man pages.
     result = analyze(
@@ -201,6 +258,13 @@ def test_security_exposure_is_low(sysroot: Path, unit: str) -> None:
     match = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", result.stdout)
     assert match, result.stdout + result.stderr
     assert float(match[1]) <= MAX_EXPOSURE, result.stdout
+
+
+def test_failure_unit_writes_nowhere(package: Package) -> None:
+    """notify-failure logs, pings and runs the hook: it needs no ReadWritePaths=."""
+    unit = (package.tree / UNIT_DIR / "trackerbackup-failure@.service").read_text()
+    assert re.search(r"^ProtectSystem=strict$", unit, re.M)
+    assert not re.search(r"^ReadWritePaths=", unit, re.M)
 
 
 def test_services_have_no_install_section_and_timer_has_one(package: Package) -> None:
