@@ -62,10 +62,12 @@ def inline(value: Any) -> str:
     return tomli_w.dumps({"k": value}).split(" = ", 1)[1].strip()
 
 
-def limits(key: Key, sibling: Key | None = None) -> str:
-    """'Allowed: 0 to 4.', 'One of: ...' (unless the doc names each) or per-compression."""
+def limits(key: Key, table: tuple[Key, ...] = ()) -> str:
+    """'Allowed: 0 to 4.', 'One of: ...' (unless the doc names each), or the ranges that
+    depend on a sibling key of `table`."""
     declared = key.setting
-    if declared.range_by and sibling is not None:
+    if declared.range_by:
+        sibling = next(k for k in table if k.name == declared.range_by[0])
         return f"Allowed: {describe_ranges(key, sibling)}."
     if key.bounds:
         low, high = key.bounds
@@ -75,22 +77,16 @@ def limits(key: Key, sibling: Key | None = None) -> str:
     return ""
 
 
-def paragraphs(key: Key, sibling: Key | None = None) -> list[str]:
+def paragraphs(key: Key, table: tuple[Key, ...] = ()) -> list[str]:
     """The doc's lines (a line starting '- ' is a list item), then the limits."""
     lines = key.setting.doc.split("\n")
-    extra = limits(key, sibling)
+    extra = limits(key, table)
     return [*lines[:-1], f"{lines[-1]} {extra}".strip()]
 
 
 def _plain_tables() -> list[Key]:
     """[general], [tracker], ...: every table that is not a backup type's."""
     return [table for table in document_keys() if table.name not in BY_NAME]
-
-
-def _sibling(key: Key, keys: tuple[Key, ...]) -> Key | None:
-    if key.setting.range_by is None:
-        return None
-    return next(k for k in keys if k.name == key.setting.range_by[0])
 
 
 # --- the example configuration -----------------------------------------------------------
@@ -107,7 +103,7 @@ def example() -> str:
     for table in _plain_tables():
         out += ["", f"[{table.name}]"]
         for key in table.table:
-            for line in paragraphs(key, _sibling(key, table.table)):
+            for line in paragraphs(key, table.table):
                 out += comment(line)
             out.append(_assignment(key))
     out += ["", "# " + "-" * (WIDTH - 2), *comment(TYPES_INTRO), "#", *_type_key_docs()]
@@ -134,7 +130,7 @@ def _type_key_docs() -> list[str]:
         where = "" if len(tables) == len(TYPES) else f" ({' and '.join(tables)} only)"
         heading = f"[TYPE.{key.name}]" if key.kind is Kind.TABLE else key.name
         out.append(f"# {heading}{where}")
-        for line in paragraphs(key, _sibling(key, keys)):
+        for line in paragraphs(key, keys):
             out += comment(line, "    ")
         for sub in key.table:
             out.append(f"#   {sub.name}")
@@ -153,7 +149,7 @@ def roff(text: str) -> str:
 
 def _man_entry(key: Key, keys: tuple[Key, ...], default: str, where: str = "") -> list[str]:
     lines = [where] if where else []
-    lines += paragraphs(key, _sibling(key, keys))
+    lines += paragraphs(key, keys)
     out = [".TP", f".B {key.name}", roff(lines[0])]
     for line in lines[1:]:
         out += [".br", roff(line)]  # each doc line (a list item, an example) on its own
