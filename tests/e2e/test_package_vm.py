@@ -43,7 +43,7 @@ from tests.testbed.engine import DOCKER, docker
 from tests.testbed.images import Images
 from tests.testbed.stack import Stack
 from tests.testbed.vm import VM
-from trackerbackup.backup_types import NAMES
+from trackerbackup.backup_types import NAMES, UNIT_INSTANCES
 from trackerbackup.log import Event
 
 pytestmark = [pytest.mark.testbed, pytest.mark.vm]
@@ -327,7 +327,7 @@ def test_1_apt_installs_the_package_offline_and_enables_nothing(machine: Host) -
     assert status.startswith("install ok installed")
     assert vm.exec("trackerbackup", "--version").stdout.startswith("trackerbackup ")
     assert vm.exec("stat", "-c", "%a %U:%G", CONFIG).stdout.split() == ["600", "root:root"]
-    for backup_type in NAMES:
+    for backup_type in UNIT_INSTANCES:
         timer = f"trackerbackup@{backup_type}.timer"
         state = vm.exec("systemctl", "is-enabled", timer, check=False).stdout.strip()
         assert state == "disabled", timer

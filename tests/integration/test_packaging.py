@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from trackerbackup import __version__
-from trackerbackup.backup_types import NAMES, TYPES
+from trackerbackup.backup_types import UNIT_INSTANCES, units
 from trackerbackup.config import example_path
 from trackerbackup.log import Event
 
@@ -102,7 +102,7 @@ def analyze(sysroot: Path, *args: str, debug: bool = False) -> subprocess.Comple
         f"{UNIT_DIR}/trackerbackup@.service",
         f"{UNIT_DIR}/trackerbackup@.timer",
         f"{UNIT_DIR}/trackerbackup-failure@.service",
-        *(f"{UNIT_DIR}/trackerbackup@{t}.timer.d/10-schedule.conf" for t in NAMES),
+        *(f"{UNIT_DIR}/trackerbackup@{t}.timer.d/10-schedule.conf" for t in UNIT_INSTANCES),
         "usr/lib/tmpfiles.d/trackerbackup.conf",
         "usr/lib/systemd/catalog/trackerbackup.catalog",
         "usr/share/man/man8/trackerbackup.8.gz",
@@ -184,11 +184,13 @@ def test_backups_are_not_shipped_and_never_purged(package: Package) -> None:
     assert re.search(r"^d /run/trackerbackup 0700 root root -$", tmpfiles, re.M)
 
 
-def test_removal_stops_every_types_timer_and_service(package: Package) -> None:
-    """prerm remove: the units come from the registry of types (debian/rules)."""
+def test_removal_stops_every_timer_and_service(package: Package) -> None:
+    """prerm remove: each backup type's and the verify job's units, from the registry of
+    types (debian/rules)."""
     prerm = (package.control / "prerm").read_text()
     [stopped] = re.findall(r"^\s*deb-systemd-invoke stop (.+?) >/dev/null", prerm, re.M)
-    assert stopped.split() == [t.units[0] for t in TYPES] + [t.units[1] for t in TYPES]
+    assert stopped.split() == ([units(name)[0] for name in UNIT_INSTANCES]
+                               + [units(name)[1] for name in UNIT_INSTANCES])
     assert "#BACKUP_UNITS#" not in prerm
 
 
@@ -236,7 +238,7 @@ def test_lintian_reports_no_errors_or_warnings(package: Package) -> None:
 # --- systemd units -------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("backup_type", NAMES)
+@pytest.mark.parametrize("backup_type", UNIT_INSTANCES)
 def test_units_verify_clean(sysroot: Path, backup_type: str) -> None:
     # Also checks that ExecStart= exists in the package and Documentation= man pages.
     result = analyze(
@@ -290,6 +292,7 @@ def effective_calendar(sysroot: Path, timer: str) -> list[str]:
         ("database", "*-*-* 03:00:00"),
         ("selective", "*-*-* 03:30:00"),
         ("storage", "Sun *-*-* 04:00:00"),
+        ("verify", "Sat *-*-* 05:00:00"),
         ("other", "*-*-* 00:00:00"),  # no drop-in: the template's daily default
     ],
 )

@@ -25,7 +25,7 @@ def test_bash_completion_offers_every_type() -> None:
 
 
 def test_each_type_and_the_verify_job_and_nothing_else_has_a_default_schedule() -> None:
-    assert UNIT_INSTANCES == (*NAMES, VERIFY_JOB)
+    assert (*NAMES, VERIFY_JOB) == UNIT_INSTANCES
     dropins = {p.name for p in (ROOT / "systemd").glob("trackerbackup@*.timer.d")}
     assert dropins == {f"trackerbackup@{name}.timer.d" for name in UNIT_INSTANCES}
     for name in UNIT_INSTANCES:
