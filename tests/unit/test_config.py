@@ -188,8 +188,8 @@ def test_each_bound_itself_is_allowed(tmp_path: Path) -> None:
 
 
 def test_the_secret_keys_are_the_ping_urls() -> None:
-    assert {"monitoring.ping_start", "monitoring.ping_success",
-                                  "monitoring.ping_failure"} == config.SECRET_KEYS
+    ping_urls = {"monitoring.ping_start", "monitoring.ping_success", "monitoring.ping_failure"}
+    assert ping_urls == config.SECRET_KEYS
 
 
 def test_several_mistakes_are_reported_together(tmp_path: Path) -> None:
