@@ -175,7 +175,10 @@ def _create(path: Path) -> IO[bytes]:
 
 def open_raw(path: Path, compression: str) -> IO[bytes]:
     """The decompressed content of a stored artifact, as a stream."""
-    handle = open(path, "rb")  # noqa: SIM115 - returned to the caller
+    return _decompressing(open(path, "rb"), compression)
+
+
+def _decompressing(handle: IO[bytes], compression: str) -> IO[bytes]:
     if compression == "zstd":
         return cast(IO[bytes], zstandard.ZstdDecompressor().stream_reader(handle, closefd=True))
     if compression == "gzip":
@@ -183,30 +186,54 @@ def open_raw(path: Path, compression: str) -> IO[bytes]:
     return handle
 
 
+class _HashingReader(io.RawIOBase):
+    """Hashes the stored bytes as the decompressor reads them: one pass over the file."""
+
+    def __init__(self, handle: IO[bytes]) -> None:
+        self._handle = handle
+        self.digest = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        count = self._handle.readinto(buffer)  # type: ignore[attr-defined]
+        self.digest.update(memoryview(buffer)[:count])
+        self.size += count
+        return int(count)
+
+    def close(self) -> None:
+        self._handle.close()
+        super().close()
+
+
 def verify_artifact(path: Path, info: ArtifactInfo) -> None:
-    """Read the artifact back from disk and check its stored and raw sizes and hashes."""
-    stored = hashlib.sha256()
-    stored_size = 0
-    try:
-        with open(path, "rb") as handle:
-            while chunk := handle.read(CHUNK):
-                stored.update(chunk)
-                stored_size += len(chunk)
-    except OSError as error:
-        raise disk_problem(error, "verify artifact", path) from error
-    if stored_size != info.size or stored.hexdigest() != info.sha256:
-        raise BackupFailed("stored bytes differ from what was written", op="verify artifact",
-                           path=str(path), hint="check the disk under the backup directory")
+    """Read the artifact back from disk, once, and check its stored and raw sizes and
+    hashes (the stored bytes are hashed as the decompressor consumes them)."""
     raw = hashlib.sha256()
     raw_size = 0
+    undecodable: Exception | None = None
     try:
-        with open_raw(path, info.compression) as reader:
-            while chunk := reader.read(CHUNK):
-                raw.update(chunk)
-                raw_size += len(chunk)
-    except (OSError, EOFError, zstandard.ZstdError) as error:
-        raise BackupFailed(f"cannot decompress: {error}", op="verify artifact",
-                           path=str(path)) from error
+        stored = _HashingReader(open(path, "rb"))  # noqa: SIM115 - closed with the reader
+        with _decompressing(cast(IO[bytes], io.BufferedReader(stored, CHUNK)),
+                            info.compression) as reader:
+            try:
+                while chunk := reader.read(CHUNK):
+                    raw.update(chunk)
+                    raw_size += len(chunk)
+            except (EOFError, zstandard.ZstdError, gzip.BadGzipFile) as error:
+                undecodable = error
+            while stored.read(CHUNK):  # the rest: after the stream's end, or its damage
+                pass
+    except OSError as error:
+        raise disk_problem(error, "verify artifact", path) from error
+    if stored.size != info.size or stored.digest.hexdigest() != info.sha256:
+        raise BackupFailed("stored bytes differ from what was written", op="verify artifact",
+                           path=str(path), hint="check the disk under the backup directory")
+    if undecodable is not None:
+        raise BackupFailed(f"cannot decompress: {undecodable}", op="verify artifact",
+                           path=str(path)) from undecodable
     if raw_size != info.raw_size or raw.hexdigest() != info.raw_sha256:
         raise BackupFailed("decompressed content differs from what was written",
                            op="verify artifact", path=str(path))

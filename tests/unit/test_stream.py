@@ -66,3 +66,19 @@ def test_never_overwrites_an_existing_file(tmp_path: Path) -> None:
     with pytest.raises(FileExistsError):
         ArtifactWriter(tmp_path / "a", "none", 3)
     assert (tmp_path / "a").read_bytes() == b"keep"
+
+
+@pytest.mark.parametrize("compression", ["zstd", "gzip", "none"])
+def test_verify_reads_every_stored_byte_also_after_the_stream_ends(
+    tmp_path: Path, compression: str
+) -> None:
+    path = tmp_path / "a"
+    with ArtifactWriter(path, compression) as out:
+        out.write(b"payload " * 5000)
+    assert out.info is not None
+    verify_artifact(path, out.info)  # intact: one pass, both hashes match
+    with open(path, "ab") as handle:
+        handle.write(b"appended later")
+
+    with pytest.raises(BackupFailed, match="stored bytes differ"):
+        verify_artifact(path, out.info)
