@@ -29,7 +29,7 @@ from pathlib import Path
 
 import tomli_w
 
-from trackerbackup.atomic import fsync_dir, write_atomically
+from trackerbackup.atomic import fsync_dir, fsync_file, write_atomically
 from trackerbackup.docker import Container, Docker
 from trackerbackup.errors import EnvironmentProblem
 from trackerbackup.freeze import DockerFreezer
@@ -126,18 +126,10 @@ def keep_aside(live: Path, safety: Path, backup: StoredBackup) -> None:
     for path in (live, *(Path(f"{live}{suffix}") for suffix in COMPANIONS)):
         if path.exists():
             shutil.copy2(path, safety / path.name)
-            _fsync_file(safety / path.name)
+            fsync_file(safety / path.name)
     fsync_dir(safety)
     log.info("the database that was live is kept in %s", safety,
              extra=fields(Event.RESTORE_SAFETY_COPY, path=safety))
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _remove_companions(live: Path) -> None:
