@@ -13,7 +13,6 @@ from trackerbackup.config import Config
 from trackerbackup.docker import Docker
 from trackerbackup.errors import ExitCode, UsageError
 from trackerbackup.log import get_logger
-from trackerbackup.manifest import read_manifest
 from trackerbackup.repository import Repository
 from trackerbackup.restore import RestoreOptions, restore
 from trackerbackup.sources import StoredBackup
@@ -92,7 +91,7 @@ def _verify_type(conf: Config, backup_type: str, args: argparse.Namespace) -> li
     docker = Docker(conf.general.docker)
     outcomes = []
     for backup in backups:
-        stored = StoredBackup(backup.path, read_manifest(backup.path))
+        stored = StoredBackup(backup.path, backup.manifest)
         outcomes.append(verify_backup(stored, source_kind(stored.manifest.kind, conf, docker)))
     if outcomes and conf.monitoring.textfile_dir is not None and not args.id:
         newest = outcomes[0].record

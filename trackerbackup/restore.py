@@ -22,7 +22,6 @@ from trackerbackup.docker import Docker
 from trackerbackup.errors import BackupFailed, TrackerBackupError, UsageError
 from trackerbackup.inplace import interrupted_restores
 from trackerbackup.log import Event, fields, get_logger
-from trackerbackup.manifest import read_manifest, read_verification
 from trackerbackup.repository import Repository
 from trackerbackup.sources import RestoreRequest, SourceKind, Step, StoredBackup
 from trackerbackup.sources.registry import source_kind
@@ -77,11 +76,10 @@ def pick_backup(backup_dir: Path, backup_type: str, backup_id: str | None) -> St
             raise UsageError(f"no {backup_type} backup with id {backup_id}",
                              op="restore", path=str(repository.type_dir(backup_type)),
                              hint=f"'trackerbackup list {backup_type}' shows the ids")
-        return StoredBackup(chosen[0].path, read_manifest(chosen[0].path))
-    for candidate in candidates:
-        record = read_verification(candidate.path)
-        if candidate.verified and (record is None or record.ok):
-            return StoredBackup(candidate.path, read_manifest(candidate.path))
+        return StoredBackup(chosen[0].path, chosen[0].manifest)
+    for candidate in candidates:  # newest first; not verified includes a failed verify
+        if candidate.verified:
+            return StoredBackup(candidate.path, candidate.manifest)
     raise UsageError(f"no verified {backup_type} backup to restore", op="restore",
                      path=str(repository.type_dir(backup_type)),
                      hint=f"'trackerbackup list {backup_type}' shows what there is")
