@@ -26,9 +26,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.sqlite_workload import build_tracker_db
-
-ROOT = Path(__file__).resolve().parents[1]
+from tests.kit.cli import trackerbackup
+from tests.testbed.tree import create_sqlite_db
 
 
 def timed(argv: list[str]) -> float:
@@ -56,11 +55,11 @@ def trackerbackup_run(db: Path, work: Path, integrity: str) -> tuple[float, dict
         f'[sqlite]\nhost_path = "{db}"\nintegrity_check = "{integrity}"\n'
         f'[database.retention]\nkeep_last = 1\nkeep_daily = 0\n')
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "trackerbackup", "--config", str(config),
-                    "--log-target", "console", "run", "database"], check=True, cwd=ROOT,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    result = trackerbackup(config, "run", "database")
     wall = time.monotonic() - started
+    if result.returncode != 0:
+        raise SystemExit(f"trackerbackup run database exited {result.returncode}:\n"
+                         f"{result.stderr}")
     [manifest] = (work / f"backups-{integrity}" / "database").glob("2*/manifest.toml")
     source = tomllib.loads(manifest.read_text())["source"]
     parts = {"copy": source["copy_seconds"],
@@ -79,7 +78,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="run-bench-") as name:
         work = Path(name)
         db = work / "tracker.db"
-        build_tracker_db(db, args.rows)
+        create_sqlite_db(db, args.rows, seed=1, journal_mode="delete")
         subprocess.run(["cat", str(db)], check=True, stdout=subprocess.DEVNULL)  # cache it
         floors: list[float] = []
         runs: dict[str, list[tuple[float, dict[str, float]]]] = {"quick": [], "full": []}

@@ -30,15 +30,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.sqlite_workload import (
-    SignalFreezer,
-    Writer,
-    WriterStats,
-    build_tracker_db,
-)
+from tests.kit.local_tracker import LocalWriter, SignalFreezer
+from tests.testbed.tree import create_sqlite_db
 from trackerbackup import sqlite
 
 WARM_UP_COMMITS = 50
@@ -58,10 +55,10 @@ class Row:
     method: str
     mode: str
     outcome: Outcome
-    stats: WriterStats
+    stats: dict[str, Any]  # the writer's final status (tests/testbed/writer.py)
 
 
-Method = Callable[[Path, Path, Writer], Outcome]
+Method = Callable[[Path, Path, LocalWriter], Outcome]
 
 
 def timed(action: Callable[[], object]) -> float:
@@ -70,12 +67,12 @@ def timed(action: Callable[[], object]) -> float:
     return time.monotonic() - started
 
 
-def copy_with_cp(db: Path, dest: Path, writer: Writer) -> Outcome:
+def copy_with_cp(db: Path, dest: Path, writer: LocalWriter) -> Outcome:
     return Outcome(timed(lambda: subprocess.run(["cp", str(db), str(dest)], check=True)),
                    note="not consistent")
 
 
-def stop_copy_start(db: Path, dest: Path, writer: Writer) -> Outcome:
+def stop_copy_start(db: Path, dest: Path, writer: LocalWriter) -> Outcome:
     freezer = SignalFreezer(writer.pid, "stop")
     started = time.monotonic()
     with freezer.frozen():
@@ -85,7 +82,7 @@ def stop_copy_start(db: Path, dest: Path, writer: Writer) -> Outcome:
 
 
 def make_stepped_backup(timeout: float) -> Method:
-    def stepped_backup(db: Path, dest: Path, writer: Writer) -> Outcome:
+    def stepped_backup(db: Path, dest: Path, writer: LocalWriter) -> Outcome:
         progress = {"best": 0.0, "restarts": 0, "last": -1}
         deadline = time.monotonic() + timeout
 
@@ -116,7 +113,7 @@ def make_stepped_backup(timeout: float) -> Method:
 
 
 def make_trackerbackup(budget: float) -> Method:
-    def trackerbackup(db: Path, dest: Path, writer: Writer) -> Outcome:
+    def trackerbackup(db: Path, dest: Path, writer: LocalWriter) -> Outcome:
         report = sqlite.snapshot(db, dest, sqlite.SqlitePolicy(max_writer_stall=budget),
                                  lambda name: SignalFreezer(writer.pid, name))
         verify = report.duration_seconds - report.copy_seconds
@@ -128,7 +125,7 @@ def make_trackerbackup(budget: float) -> Method:
     return trackerbackup
 
 
-def one_step_backup(db: Path, dest: Path, writer: Writer) -> Outcome:
+def one_step_backup(db: Path, dest: Path, writer: LocalWriter) -> Outcome:
     source = sqlite3.connect(db)
     target = sqlite3.connect(dest)
     target.execute("PRAGMA journal_mode = OFF")
@@ -139,7 +136,7 @@ def one_step_backup(db: Path, dest: Path, writer: Writer) -> Outcome:
     return Outcome(wall, note="alternative, not used")
 
 
-def vacuum_into(db: Path, dest: Path, writer: Writer) -> Outcome:
+def vacuum_into(db: Path, dest: Path, writer: LocalWriter) -> Outcome:
     source = sqlite3.connect(db)
     wall = timed(lambda: source.execute("VACUUM INTO ?", (str(dest),)))
     source.close()
@@ -151,11 +148,11 @@ def measure(name: str, method: Method, db: Path, mode: str, rows: int, work: Pat
     # Start each row on a quiet disk: no writeback left over from the previous one.
     os.sync()
     time.sleep(1)
-    writer = Writer(db, rows, work)
+    writer = LocalWriter(db, work / "writer")
     try:
         writer.wait_for_commits(WARM_UP_COMMITS)
         outcome = method(db, dest, writer)
-        writer.wait_for_commits(COOL_DOWN_COMMITS)
+        writer.wait_for_commits(writer.committed() + COOL_DOWN_COMMITS)
         stats = writer.stop()
     finally:
         writer.kill()
@@ -174,7 +171,7 @@ def set_journal_mode(db: Path, mode: str) -> None:
 
 def run(rows: int, work: Path, budget: float, backup_timeout: float) -> list[Row]:
     db = work / "tracker.db"
-    build = timed(lambda: build_tracker_db(db, rows))
+    build = timed(lambda: create_sqlite_db(db, rows, seed=1, journal_mode="delete"))
     print(f"built {rows} rows, {db.stat().st_size / 1e6:.0f} MB in {build:.0f} s",
           file=sys.stderr, flush=True)
     methods: list[tuple[str, Method, tuple[str, ...]]] = [
@@ -203,8 +200,8 @@ def format_row(row: Row, cp_wall: float | None) -> str:
     ratio = f"{row.outcome.wall / cp_wall:.2f}x" if cp_wall and not reference else ""
     mode = "WAL" if row.mode == "wal" else "rollback (DELETE)"
     return (f"| {row.method} | {mode} | {row.outcome.wall:.2f} | {ratio} | "
-            f"{row.stats.max_latency_ms:.0f} | {row.stats.p99_latency_ms:.0f} | "
-            f"{row.stats.failures} | {row.outcome.downtime:.2f} | {row.stats.commits} | "
+            f"{row.stats['max_stall_ms']:.0f} | {row.stats['p99_stall_ms']:.0f} | "
+            f"{row.stats['failed']} | {row.outcome.downtime:.2f} | {row.stats['committed']} | "
             f"{row.outcome.note} |")
 
 

@@ -13,31 +13,22 @@ import os
 import shutil
 import signal
 import subprocess
-import sys
-import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.testbed.engine import docker
+from tests.kit.cli import start_trackerbackup, trackerbackup
+from tests.kit.filesystems import skip_where_copies_are_clones
+from tests.kit.wait import wait_until
+from tests.testbed.engine import container_state
 from tests.testbed.prefix import assert_prefix_consistent
 from tests.testbed.stack import Stack
 from trackerbackup.stream import open_raw
 
 pytestmark = pytest.mark.testbed
-
-ROOT = Path(__file__).parents[2]
-
-
-def trackerbackup(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trackerbackup", "--config", str(stack.config_path),
-         "--log-target", "console", *args],
-        cwd=ROOT, capture_output=True, text=True, check=False, timeout=600,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
 
 
 def add_config(stack: Stack, text: str) -> None:
@@ -45,15 +36,13 @@ def add_config(stack: Stack, text: str) -> None:
 
 
 def backups(stack: Stack) -> list[dict[str, Any]]:
-    listed = trackerbackup(stack, "list", "database", "--json")
+    listed = trackerbackup(stack.config_path, "list", "database", "--json")
     assert listed.returncode == 0, listed.stderr
     result: list[dict[str, Any]] = json.loads(listed.stdout)
     return result
 
 
-def manifest(stack: Stack, backup: dict[str, Any]) -> dict[str, Any]:
-    import tomllib
-
+def manifest(backup: dict[str, Any]) -> dict[str, Any]:
     return tomllib.loads((Path(backup["path"]) / "manifest.toml").read_text())
 
 
@@ -64,10 +53,6 @@ def restore_snapshot(backup: dict[str, Any], dest: Path) -> Path:
     with open_raw(Path(backup["path"]) / name, "zstd") as raw, open(target, "wb") as out:
         shutil.copyfileobj(raw, out)
     return target
-
-
-def container_state(name: str) -> str:
-    return docker("inspect", "-f", "{{.State.Status}}", name).strip()
 
 
 def root_owned_files(directory: Path) -> list[str]:
@@ -90,9 +75,9 @@ def test_snapshots_of_a_live_tracker_are_prefix_consistent_and_no_write_fails(
     add_config(stack, "[database.retention]\nkeep_last = 10\n")  # check every run's snapshot
     stack.wait_for_commits(200)
     for _ in range(3):
-        result = trackerbackup(stack, "run", "database")
+        result = trackerbackup(stack.config_path, "run", "database")
         assert result.returncode == 0, result.stderr
-        time.sleep(0.3)
+        stack.wait_for_commits(stack.writer_status()["committed"] + 20)  # a later prefix
     stack.wait_for_commits(stack.writer_status()["committed"] + 100)
     status = stack.stop_writer()
     assert status["failed"] == 0, status["errors"]
@@ -101,7 +86,7 @@ def test_snapshots_of_a_live_tracker_are_prefix_consistent_and_no_write_fails(
     assert len(found) == 3
     seqs = []
     for backup in found:
-        details = manifest(stack, backup)["source"]
+        details = manifest(backup)["source"]
         assert details["journal_mode"] == ("wal" if journal_mode == "wal" else "rollback")
         assert details["integrity"] == "ok"
         assert details["container"] == stack.tracker_container
@@ -110,7 +95,8 @@ def test_snapshots_of_a_live_tracker_are_prefix_consistent_and_no_write_fails(
             assert details["strategy"] == "wal-pinned-copy"
         snapshot = restore_snapshot(backup, tmp_path)
         seqs.append(assert_prefix_consistent(snapshot, stack.initial_db, stack.oplog))
-    assert seqs == sorted(seqs, reverse=True)  # newest first, each a later prefix
+    assert seqs == sorted(seqs, reverse=True)  # newest first
+    assert len(set(seqs)) == 3  # each a later prefix
     assert seqs[-1] > 0
     database_dir = stack.db_path.parent
     assert root_owned_files(database_dir) == []
@@ -122,11 +108,11 @@ def test_over_budget_pauses_the_tracker_and_always_resumes_it(
 ) -> None:
     add_config(sqlite_stack, "[sqlite]\nmax_writer_stall = 0.0\nover_budget = \"pause\"\n")
     sqlite_stack.wait_for_commits(100)
-    result = trackerbackup(sqlite_stack, "run", "database")
+    result = trackerbackup(sqlite_stack.config_path, "run", "database")
     assert result.returncode == 0, result.stderr
     assert container_state(sqlite_stack.tracker_container) == "running"
     [backup] = backups(sqlite_stack)
-    assert manifest(sqlite_stack, backup)["source"]["strategy"] == "locked-copy-paused"
+    assert manifest(backup)["source"]["strategy"] == "locked-copy-paused"
     before = sqlite_stack.writer_status()["committed"]
     sqlite_stack.wait_for_commits(before + 50)  # the tracker writes again
     status = sqlite_stack.stop_writer()
@@ -137,50 +123,55 @@ def test_over_budget_pauses_the_tracker_and_always_resumes_it(
 
 def test_stop_window_restores_the_previous_container_state(sqlite_stack: Stack) -> None:
     add_config(sqlite_stack, "[sqlite]\nmax_writer_stall = 0.0\nover_budget = \"stop\"\n")
-    result = trackerbackup(sqlite_stack, "run", "database")
+    result = trackerbackup(sqlite_stack.config_path, "run", "database")
     assert result.returncode == 0, result.stderr
     [backup] = backups(sqlite_stack)
-    assert manifest(sqlite_stack, backup)["source"]["strategy"] == "locked-copy-stopped"
+    assert manifest(backup)["source"]["strategy"] == "locked-copy-stopped"
     assert container_state(sqlite_stack.tracker_container) == "running"
 
     # A tracker that was already stopped is left stopped.
     sqlite_stack.stop_writer()
-    result = trackerbackup(sqlite_stack, "run", "database")
+    result = trackerbackup(sqlite_stack.config_path, "run", "database")
     assert result.returncode == 0, result.stderr
     assert container_state(sqlite_stack.tracker_container) == "exited"
 
 
 def test_fail_policy_refuses_and_records_nothing(sqlite_stack: Stack) -> None:
     add_config(sqlite_stack, "[sqlite]\nmax_writer_stall = 0.0\nover_budget = \"fail\"\n")
-    result = trackerbackup(sqlite_stack, "run", "database")
+    result = trackerbackup(sqlite_stack.config_path, "run", "database")
     assert result.returncode == 3, result.stderr
-    assert "sqlite.over_budget" in result.stderr or "max_writer_stall" in result.stderr
+    assert "over the 0 s budget" in result.stderr
+    assert 'raise sqlite.max_writer_stall, or set sqlite.over_budget = "pause"' in result.stderr
     assert backups(sqlite_stack) == []
     assert container_state(sqlite_stack.tracker_container) == "running"
+
+
+def start_a_paused_run(stack_factory: Callable[..., Stack]
+                       ) -> tuple[Stack, subprocess.Popen[str]]:
+    """A run that pauses the tracker for its copy, started in the background, on a
+    database big enough (213 MB) that a test can catch the run in the pause."""
+    stack = stack_factory(flavour="sqlite", rows=2_000_000)
+    skip_where_copies_are_clones(stack.root)
+    add_config(stack, "[sqlite]\nmax_writer_stall = 0.0\nover_budget = \"pause\"\n"
+                      "integrity_check = \"quick\"\n")
+    return stack, start_trackerbackup(stack.config_path, "run", "database")
 
 
 def test_sigterm_while_paused_unpauses_and_records_nothing(
     stack_factory: Callable[..., Stack],
 ) -> None:
-    # A database big enough that the paused copy takes a moment to catch it in the act.
-    stack = stack_factory(flavour="sqlite", rows=2_000_000)
-    add_config(stack, "[sqlite]\nmax_writer_stall = 0.0\nover_budget = \"pause\"\n"
-                      "integrity_check = \"quick\"\n")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "trackerbackup", "--config", str(stack.config_path),
-         "--log-target", "console", "run", "database"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
+    stack, process = start_a_paused_run(stack_factory)
     markers = stack.run_dir / "frozen"
-    deadline = time.monotonic() + 60
-    while not (markers.is_dir() and any(markers.glob("*.json"))):  # about to pause, or paused
+
+    def about_to_pause_or_paused() -> bool:
         assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "the tracker was never paused"
+        return markers.is_dir() and any(markers.glob("*.json"))
+
+    wait_until(about_to_pause_or_paused, 60, interval=0.01, what="the pause marker")
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 1, stderr
-    assert "SIGTERM" in stderr
+    assert "stopped by signal SIGTERM" in stderr
     assert container_state(stack.tracker_container) == "running"
     assert backups(stack) == []
     assert list((stack.backup_dir / "database").iterdir()) == []
@@ -190,33 +181,28 @@ def test_sigterm_while_paused_unpauses_and_records_nothing(
 def test_sigkill_while_paused_is_recovered_by_recover(
     stack_factory: Callable[..., Stack],
 ) -> None:
-    stack = stack_factory(flavour="sqlite", rows=2_000_000)
-    add_config(stack, "[sqlite]\nmax_writer_stall = 0.0\nover_budget = \"pause\"\n")
-    process = subprocess.Popen(
-        [sys.executable, "-m", "trackerbackup", "--config", str(stack.config_path),
-         "run", "database"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 60
-    while container_state(stack.tracker_container) != "paused":
-        assert process.poll() is None
-        assert time.monotonic() < deadline, "the tracker was never paused"
+    stack, process = start_a_paused_run(stack_factory)
+
+    def tracker_paused() -> bool:
+        assert process.poll() is None, process.communicate()
+        return container_state(stack.tracker_container) == "paused"
+
+    wait_until(tracker_paused, 60, interval=0.01, what="the tracker paused")
     process.kill()
-    process.wait()
+    process.communicate()
     assert container_state(stack.tracker_container) == "paused"
-    recovered = trackerbackup(stack, "recover")
+    recovered = trackerbackup(stack.config_path, "recover")
     assert recovered.returncode == 0, recovered.stderr
-    assert stack.tracker_container in recovered.stdout
+    assert recovered.stdout == f"thawed container {stack.tracker_container}\n"
     assert container_state(stack.tracker_container) == "running"
-    rerun = trackerbackup(stack, "run", "database")  # and the next run cleans up
+    rerun = trackerbackup(stack.config_path, "run", "database")  # and the next run cleans up
     assert rerun.returncode == 0, rerun.stderr
     assert "interrupted run" in rerun.stderr
     assert stack.stop_writer()["failed"] == 0
 
 
 def test_check_reports_journal_mode_size_and_stall(sqlite_stack: Stack) -> None:
-    result = trackerbackup(sqlite_stack, "check", "database")
+    result = trackerbackup(sqlite_stack.config_path, "check", "database")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "journal_mode: rollback" in result.stdout
     assert "estimated_stall_seconds" in result.stdout
@@ -224,13 +210,13 @@ def test_check_reports_journal_mode_size_and_stall(sqlite_stack: Stack) -> None:
 
 
 def test_enable_wal_switches_mode_and_restores_the_tracker(sqlite_stack: Stack) -> None:
-    result = trackerbackup(sqlite_stack, "sqlite", "enable-wal")
+    result = trackerbackup(sqlite_stack.config_path, "sqlite", "enable-wal")
     assert result.returncode == 0, result.stderr
     assert container_state(sqlite_stack.tracker_container) == "running"
     sqlite_stack.wait_for_commits(sqlite_stack.writer_status()["committed"] + 20)
-    check = trackerbackup(sqlite_stack, "check", "database")
+    check = trackerbackup(sqlite_stack.config_path, "check", "database")
     assert "journal_mode: wal" in check.stdout
-    backup = trackerbackup(sqlite_stack, "run", "database")
+    backup = trackerbackup(sqlite_stack.config_path, "run", "database")
     assert backup.returncode == 0, backup.stderr
     assert sqlite_stack.stop_writer()["failed"] == 0
 
@@ -258,7 +244,7 @@ def test_environment_errors_name_the_cause(sqlite_stack: Stack, config: str, cod
         sqlite_stack.config_path.write_text(text)
     else:
         add_config(sqlite_stack, config)
-    result = trackerbackup(sqlite_stack, "run", "database")
+    result = trackerbackup(sqlite_stack.config_path, "run", "database")
     assert result.returncode == code, result.stderr
     assert message in result.stderr
     assert "hint:" in result.stderr
@@ -270,9 +256,9 @@ def test_not_a_database_and_corrupt_pages_are_refused(sqlite_stack: Stack,
     text_file = tmp_path / "tracker.db"
     text_file.write_text("this is not a database\n" * 100)
     add_config(sqlite_stack, f"[sqlite]\nhost_path = \"{text_file}\"\n")
-    result = trackerbackup(sqlite_stack, "run", "database")
+    result = trackerbackup(sqlite_stack.config_path, "run", "database")
     assert result.returncode == 3, result.stderr
-    assert "not" in result.stderr
+    assert "not an SQLite database (no SQLite header)" in result.stderr
     assert str(text_file) in result.stderr
 
     corrupt = tmp_path / "corrupt.db"
@@ -285,7 +271,7 @@ def test_not_a_database_and_corrupt_pages_are_refused(sqlite_stack: Stack,
     corrupt.write_bytes(bytes(data))
     sqlite_stack.config_path.write_text(
         sqlite_stack.config_path.read_text().replace(str(text_file), str(corrupt)))
-    result = trackerbackup(sqlite_stack, "run", "database")
+    result = trackerbackup(sqlite_stack.config_path, "run", "database")
     assert result.returncode == 1, result.stderr
-    assert "integrity" in result.stderr
+    assert "the snapshot failed integrity_check" in result.stderr
     assert backups(sqlite_stack) == []

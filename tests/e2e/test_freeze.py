@@ -8,16 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.testbed.engine import docker
+from tests.testbed.engine import container_state, docker
 from tests.testbed.stack import Stack
 from trackerbackup.docker import Docker
 from trackerbackup.freeze import DockerFreezer, recover
 
 pytestmark = pytest.mark.testbed
-
-
-def state(stack: Stack) -> str:
-    return docker("inspect", "-f", "{{.State.Status}}", stack.tracker_container).strip()
 
 
 def freezer(stack: Stack, name: str) -> DockerFreezer:
@@ -33,10 +29,10 @@ def markers(stack: Stack) -> list[Path]:
 def test_a_failing_copy_still_thaws_the_tracker(sqlite_stack: Stack, action: str) -> None:
     frozen_state = {"pause": "paused", "stop": "exited"}[action]
     with pytest.raises(RuntimeError, match="copy failed"), freezer(sqlite_stack, action).frozen():
-        assert state(sqlite_stack) == frozen_state
+        assert container_state(sqlite_stack.tracker_container) == frozen_state
         assert len(markers(sqlite_stack)) == 1
         raise RuntimeError("copy failed")
-    assert state(sqlite_stack) == "running"
+    assert container_state(sqlite_stack.tracker_container) == "running"
     assert markers(sqlite_stack) == []
     before = sqlite_stack.writer_status()["committed"]
     sqlite_stack.wait_for_commits(before + 20)
@@ -48,7 +44,7 @@ def test_a_container_paused_by_someone_else_is_left_as_it_was(sqlite_stack: Stac
     try:
         with freezer(sqlite_stack, "pause").frozen():
             assert markers(sqlite_stack) == []
-        assert state(sqlite_stack) == "paused"
+        assert container_state(sqlite_stack.tracker_container) == "paused"
     finally:
         docker("unpause", sqlite_stack.tracker_container)
 
@@ -64,9 +60,9 @@ def test_recover_thaws_what_a_dead_run_left_and_spares_a_live_one(sqlite_stack: 
     marker.write_text(json.dumps(record))
     docker("pause", sqlite_stack.tracker_container)
     assert recover(engine, sqlite_stack.run_dir) == []  # its run is still going
-    assert state(sqlite_stack) == "paused"
+    assert container_state(sqlite_stack.tracker_container) == "paused"
 
     marker.write_text(json.dumps({**record, "pid": 2**22 + 12345}))  # no such process
     assert recover(engine, sqlite_stack.run_dir) == [container.name]
-    assert state(sqlite_stack) == "running"
+    assert container_state(sqlite_stack.tracker_container) == "running"
     assert not marker.exists()

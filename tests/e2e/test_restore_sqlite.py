@@ -4,34 +4,18 @@ files); a restore killed with SIGKILL leaves the safety copy and no stopped trac
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from tests.testbed.engine import docker
+from tests.kit.cli import start_trackerbackup, trackerbackup
+from tests.testbed.engine import container_state
 from tests.testbed.prefix import assert_prefix_consistent, read_seq_sqlite
 from tests.testbed.stack import Stack
 from trackerbackup.stream import open_raw
 
 pytestmark = pytest.mark.testbed
-
-ROOT = Path(__file__).parents[2]
-
-
-def trackerbackup(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trackerbackup", "--config", str(stack.config_path),
-         "--log-target", "console", *args],
-        cwd=ROOT, capture_output=True, text=True, check=False, timeout=600,
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL)
-
-
-def container_state(name: str) -> str:
-    return docker("inspect", "-f", "{{.State.Status}}", name).strip()
 
 
 def backed_up_snapshot(stack: Stack, dest: Path) -> Path:
@@ -53,12 +37,12 @@ def table_rows(db: Path) -> dict[str, list[tuple[object, ...]]]:
 def test_restore_in_place_while_the_tracker_runs(sqlite_stack: Stack, tmp_path: Path) -> None:
     stack = sqlite_stack
     stack.wait_for_commits(50)
-    assert trackerbackup(stack, "run", "database").returncode == 0
+    assert trackerbackup(stack.config_path, "run", "database").returncode == 0
     snapshot = backed_up_snapshot(stack, tmp_path / "backup.db")
     seq_backed_up = assert_prefix_consistent(snapshot, stack.initial_db, stack.oplog)
     stack.wait_for_commits(stack.writer_status()["committed"] + 100)  # changes after it
 
-    restored = trackerbackup(stack, "restore", "database", "--latest", "--yes")
+    restored = trackerbackup(stack.config_path, "restore", "database", "--latest", "--yes")
 
     assert restored.returncode == 0, restored.stderr
     assert "stop container" in restored.stdout
@@ -78,11 +62,11 @@ def test_restore_with_the_tracker_stopped_gives_the_backup_exactly(sqlite_stack:
                                                                    tmp_path: Path) -> None:
     stack = sqlite_stack
     stack.wait_for_commits(50)
-    assert trackerbackup(stack, "run", "database").returncode == 0
+    assert trackerbackup(stack.config_path, "run", "database").returncode == 0
     stack.wait_for_commits(stack.writer_status()["committed"] + 50)
     stack.stop_writer()  # the operator stopped the tracker first
 
-    restored = trackerbackup(stack, "restore", "database", "--latest", "--yes")
+    restored = trackerbackup(stack.config_path, "restore", "database", "--latest", "--yes")
 
     assert restored.returncode == 0, restored.stderr
     assert "leave container" in restored.stdout
@@ -100,22 +84,18 @@ def test_a_restore_killed_mid_way_leaves_the_safety_copy_and_no_stopped_tracker(
 ) -> None:
     stack = sqlite_stack
     stack.wait_for_commits(50)
-    assert trackerbackup(stack, "run", "database").returncode == 0
-    process = subprocess.Popen(
-        [sys.executable, "-m", "trackerbackup", "--config", str(stack.config_path),
-         "--log-target", "console", "restore", "database", "--latest", "--yes"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, text=True,
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    assert trackerbackup(stack.config_path, "run", "database").returncode == 0
+    process = start_trackerbackup(stack.config_path, "restore", "database", "--latest", "--yes")
     assert process.stdout is not None
     for line in process.stdout:
         if "remove tracker.db-wal" in line:  # the safety copy is complete, tracker stopped
             process.kill()
             break
-    process.wait()
+    process.communicate()
     assert process.returncode == -9
 
-    recovered = trackerbackup(stack, "recover")
-    check = trackerbackup(stack, "check", "database")
+    recovered = trackerbackup(stack.config_path, "recover")
+    check = trackerbackup(stack.config_path, "check", "database")
 
     assert recovered.returncode == 0, recovered.stderr
     assert container_state(stack.tracker_container) == "running"

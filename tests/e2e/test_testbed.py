@@ -7,13 +7,13 @@ import os
 import sqlite3
 import stat
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.testbed.engine import docker
+from tests.kit.wait import wait_until
+from tests.testbed.engine import container_state, docker
 from tests.testbed.prefix import (
     PrefixMismatch,
     assert_prefix_consistent,
@@ -79,8 +79,9 @@ def test_writer_counts_writes_lost_to_a_long_lock(sqlite_stack: Stack) -> None:
     sqlite_stack.wait_for_commits(20)
     conn = sqlite3.connect(sqlite_stack.db_path, isolation_level=None)
     try:
-        conn.execute("BEGIN EXCLUSIVE")
-        time.sleep(6.5)
+        conn.execute("BEGIN EXCLUSIVE")  # held until the writer gives a write up (5 s)
+        wait_until(lambda: sqlite_stack.writer_status()["failed"] >= 1, 30,
+                   what="a write lost to the lock")
         conn.execute("ROLLBACK")
     finally:
         conn.close()
@@ -117,7 +118,7 @@ def test_restarted_or_paused_tracker_continues_like_the_real_one(
     docker("restart", "-t", "20", name)
     sqlite_stack.wait_for_commits(sqlite_stack.writer_status()["committed"] + 100)
     docker("pause", name)
-    time.sleep(0.3)
+    assert container_state(name) == "paused"
     docker("unpause", name)
     sqlite_stack.wait_for_commits(sqlite_stack.writer_status()["committed"] + 100)
     final = sqlite_stack.stop_writer()
@@ -223,15 +224,13 @@ def test_vm_runs_systemd_and_reaches_siblings(mysql_stack: Stack, vm: VM) -> Non
                                         "-o", "cat").stdout
 
     vm.exec("python3", "-c", "from systemd import journal; journal.send('x', PROBE_FIELD='y')")
-    entries: list[dict[str, str]] = []
-    for _ in range(50):
+
+    def probe_entries() -> list[dict[str, str]]:
         out = vm.exec("journalctl", "PROBE_FIELD=y", "-o", "json").stdout
-        entries = [json.loads(line) for line in out.splitlines() if line.strip()]
-        if entries:
-            break
-        time.sleep(0.1)
-    assert entries
-    assert entries[0]["MESSAGE"] == "x"
+        return [json.loads(line) for line in out.splitlines() if line.strip()]
+
+    entries = wait_until(probe_entries, 5, interval=0.1, what="the probe's journal entry")
+    assert [entry["MESSAGE"] for entry in entries] == ["x"]
 
     # The stack's root is visible at the same absolute path (host paths from docker inspect).
     vm.exec("test", "-f", str(mysql_stack.config_path))

@@ -16,11 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from tests import filesystems
-from tests.integration.test_cli_selective import site, trackerbackup
+from tests.kit import filesystems
+from tests.kit.cli import trackerbackup
 from trackerbackup.manifest import MANIFEST
-
-__all__ = ["site"]  # the fixture, shared with test_cli_selective
 
 FUTURE_ID = "20991231T000000.000000Z"
 

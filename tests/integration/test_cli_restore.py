@@ -5,21 +5,12 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).parents[2]
-
-
-def cli(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trackerbackup", "--config", str(config), "--log-target",
-         "console", *args],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-        check=False, timeout=120, stdin=subprocess.DEVNULL)
+from tests.kit.cli import trackerbackup as cli
+from tests.testbed.tree import create_tree
 
 
 def rows(db: Path) -> list[tuple[object, ...]]:
@@ -147,14 +138,8 @@ def test_restore_in_place_dry_run_consent_and_safety_copy(site: tuple[Path, Path
 
 @pytest.fixture
 def selective_site(tmp_path: Path) -> tuple[Path, Path]:
-    """(config, compose_dir): a deployer-shaped tree and one selective backup of it."""
-    compose = tmp_path / "opt" / "torrust"
-    etc = compose / "storage" / "tracker" / "etc"
-    etc.mkdir(parents=True)
-    (etc / "tracker.toml").write_text("[core]\nlisted = false\n")
-    (compose / ".env").write_text("MYSQL_PASSWORD=x\n")
-    os.chown(etc / "tracker.toml", 1000, 1000)
-    os.chmod(etc, 0o2770)
+    """(config, compose_dir): the deployer's tree and one selective backup of it."""
+    compose = create_tree(tmp_path)
     config = tmp_path / "trackerbackup.toml"
     config.write_text(
         f'[general]\nbackup_dir = "{tmp_path}/backups"\nrun_dir = "{tmp_path}/run"\n'
@@ -168,6 +153,7 @@ def selective_site(tmp_path: Path) -> tuple[Path, Path]:
 def test_selective_verify_and_restore_into_a_target(selective_site: tuple[Path, Path],
                                                    tmp_path: Path) -> None:
     config, compose = selective_site
+    env_at_backup = (compose / ".env").read_text()
     (compose / ".env").write_text("changed later\n")
     out = tmp_path / "restored"
 
@@ -187,7 +173,7 @@ def test_selective_verify_and_restore_into_a_target(selective_site: tuple[Path, 
     assert f"write {out}{compose}/.env" in dry.stdout
     assert restored.returncode == 0, restored.stderr
     inside = Path(f"{out}{compose}")
-    assert (inside / ".env").read_text() == "MYSQL_PASSWORD=x\n"
+    assert (inside / ".env").read_text() == env_at_backup
     restored_toml = inside / "storage/tracker/etc/tracker.toml"
     assert (restored_toml.stat().st_uid, restored_toml.stat().st_gid) == (1000, 1000)
     assert (restored_toml.parent.stat().st_mode & 0o7777) == 0o2770

@@ -8,9 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.test_cli_selective import site, trackerbackup
-
-__all__ = ["site"]  # the fixture, shared with test_cli_selective
+from tests.kit.cli import trackerbackup
 
 PING = "http://127.0.0.1:9/ping/0f1e2d3c-s3cret"
 

@@ -1,53 +1,29 @@
-"""The operator's runbook for the selective type, through the real command line."""
+"""The operator's runbook for the selective type, through the real command line (on the
+kit's `site`: the deployer's tree and a config for it)."""
 
 from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.trees import make_tree
+from tests.kit.cli import trackerbackup
 from trackerbackup import lock
-
-ROOT = Path(__file__).parents[2]
-
-
-@pytest.fixture
-def site(tmp_path: Path) -> Path:
-    compose = tmp_path / "opt/torrust"
-    make_tree(compose)
-    (tmp_path / "trackerbackup.toml").write_text(
-        f'[general]\ncompose_dir = "{compose}"\nbackup_dir = "{tmp_path}/backups"\n'
-        f'run_dir = "{tmp_path}/run"\n'
-    )
-    return tmp_path
-
-
-def trackerbackup(site: Path, *args: str, user: int | None = None,
-                  config: Path | None = None, timeout: float = 300,
-                  umask: int = -1) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trackerbackup", "--config",
-         str(config or site / "trackerbackup.toml"), "--log-target", "console", *args],
-        cwd=ROOT, capture_output=True, text=True, check=False,
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, user=user, timeout=timeout, umask=umask,
-    )
 
 
 def test_run_list_prune(site: Path) -> None:
-    first = trackerbackup(site, "run", "selective")
+    config = site / "trackerbackup.toml"
+    first = trackerbackup(config, "run", "selective")
     assert first.returncode == 0, first.stderr
     assert "verified" in first.stdout
-    second = trackerbackup(site, "run", "selective")
+    second = trackerbackup(config, "run", "selective")
     assert second.returncode == 0, second.stderr
 
-    listed = trackerbackup(site, "list", "--json")
+    listed = trackerbackup(config, "list", "--json")
     assert listed.returncode == 0
     backups = json.loads(listed.stdout)
     assert [b["type"] for b in backups] == ["selective"]  # keep_last=1, keep_daily=7: one day
@@ -55,58 +31,65 @@ def test_run_list_prune(site: Path) -> None:
     assert backups[0]["artifacts"] == ["files.tar.zst"]
     assert "pruned" in second.stdout
 
-    human = trackerbackup(site, "list")
+    human = trackerbackup(config, "list")
     assert backups[0]["id"] in human.stdout
 
-    dry = trackerbackup(site, "prune", "--dry-run")
+    dry = trackerbackup(config, "prune", "--dry-run")
     assert dry.returncode == 0
-    assert backups[0]["id"] in dry.stdout
-    assert "would keep" in dry.stdout
-    assert "newest verified" in dry.stdout or "last 1" in dry.stdout
+    backup_id = backups[0]["id"]
+    utc_day = f"{backup_id[:4]}-{backup_id[4:6]}-{backup_id[6:8]}"
+    assert dry.stdout.split() == ["selective", backup_id, "would", "keep", "last", "1,",
+                                  "daily", utc_day]
 
 
 def test_dry_run_writes_nothing(site: Path) -> None:
-    result = trackerbackup(site, "run", "selective", "--dry-run")
+    result = trackerbackup(site / "trackerbackup.toml", "run", "selective", "--dry-run")
     assert result.returncode == 0, result.stderr
     assert "storage/tracker/etc" in result.stdout
     assert not (site / "backups").exists()
 
 
 def test_second_concurrent_run_exits_75_naming_the_holder(site: Path) -> None:
+    config = site / "trackerbackup.toml"
     with lock.hold(site / "run", "selective"):
-        busy = trackerbackup(site, "run", "selective")
-        other_type = trackerbackup(site, "run", "selective", "--dry-run")
+        busy = trackerbackup(config, "run", "selective")
+        busy_dry_run = trackerbackup(config, "run", "selective", "--dry-run")
+        other_type = trackerbackup(config, "run", "database")
     assert busy.returncode == 75
     assert f"PID {os.getpid()}" in busy.stderr
     assert "--wait" in busy.stderr
-    assert other_type.returncode == 75
-    after = trackerbackup(site, "run", "selective")
+    assert busy_dry_run.returncode == 75
+    assert other_type.returncode == 0, other_type.stderr  # one lock per type
+    assert [b["type"] for b in json.loads(trackerbackup(config, "list", "--json").stdout)] \
+        == ["database"]
+    after = trackerbackup(config, "run", "selective")
     assert after.returncode == 0, after.stderr
 
 
 def test_usage_and_configuration_errors_exit_2(site: Path) -> None:
-    unknown = trackerbackup(site, "run", "everything")
+    config = site / "trackerbackup.toml"
+    unknown = trackerbackup(config, "run", "everything")
     assert unknown.returncode == 2
     assert "unknown backup type 'everything'" in unknown.stderr
     bad = site / "bad.toml"
     bad.write_text("[selective]\ncompresion = 'zstd'\n")
-    result = trackerbackup(site, "run", "selective", config=bad)
+    result = trackerbackup(bad, "run", "selective")
     assert result.returncode == 2
     assert "line 2: selective.compresion" in result.stderr
     assert "did you mean 'compression'" in result.stderr
-    assert trackerbackup(site, "frobnicate").returncode == 2
+    assert trackerbackup(config, "frobnicate").returncode == 2
 
 
 def test_disabled_type_is_skipped_unless_forced(site: Path) -> None:
-    conf = site / "trackerbackup.toml"
-    conf.write_text(conf.read_text() + "[selective]\nenabled = false\n")
-    skipped = trackerbackup(site, "run", "selective")
+    config = site / "trackerbackup.toml"
+    config.write_text(config.read_text() + "[selective]\nenabled = false\n")
+    skipped = trackerbackup(config, "run", "selective")
     assert skipped.returncode == 0
     assert "disabled" in skipped.stderr
     assert not (site / "backups").exists()
-    forced = trackerbackup(site, "run", "--force", "selective")
+    forced = trackerbackup(config, "run", "--force", "selective")
     assert forced.returncode == 0, forced.stderr
-    assert len(json.loads(trackerbackup(site, "list", "--json").stdout)) == 1
+    assert len(json.loads(trackerbackup(config, "list", "--json").stdout)) == 1
 
 
 @pytest.fixture
@@ -134,19 +117,19 @@ def test_unreadable_path_is_an_environment_error(world_traversable_dir: Path) ->
         f'run_dir = "{base}/backups/run"\n[selective]\npaths = ["storage/tracker"]\n'
     )
     config.chmod(0o644)
-    result = trackerbackup(base, "run", "selective", user=65534, config=config)
+    result = trackerbackup(config, "run", "selective", user=65534)
     assert result.returncode == 3, result.stderr
     assert "not readable" in result.stderr
     assert str(compose / "storage/tracker/etc") in result.stderr
-    selective = base / "backups/selective"
-    assert not selective.exists() or not list(selective.iterdir())
+    assert sorted(p.name for p in (base / "backups").iterdir()) == ["run", "selective"]
+    assert list((base / "backups/selective").iterdir()) == []
 
 
 def test_short_disk_space_is_refused_before_writing(site: Path) -> None:
-    conf = site / "trackerbackup.toml"
-    conf.write_text(conf.read_text().replace(
+    config = site / "trackerbackup.toml"
+    config.write_text(config.read_text().replace(
         "[general]\n", "[general]\nmin_free_bytes = 1_000_000_000_000_000\n"))
-    result = trackerbackup(site, "run", "selective")
+    result = trackerbackup(config, "run", "selective")
     assert result.returncode == 3, result.stderr
     assert "not enough free space" in result.stderr
     assert "general.backup_dir" in result.stderr

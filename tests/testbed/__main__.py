@@ -10,7 +10,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.testbed.engine import TestbedError, ensure_engine, stop_engine_from_pidfile
+from tests.testbed import TestbedError
+from tests.testbed.engine import ensure_engine, stop_engine_from_pidfile
 from tests.testbed.images import ensure_images
 from tests.testbed.prefix import PrefixMismatch, assert_prefix_consistent
 from tests.testbed.stack import Stack, down_project

@@ -10,9 +10,11 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.kit.wait import wait_until
+from tests.testbed import TestbedError
 
 DOCKER = "/usr/bin/docker"
 DOCKERD = "/usr/sbin/dockerd"
@@ -23,12 +25,6 @@ DOCKERD_PIDFILE = STATE_DIR / "dockerd.pid"
 # Every test bed user holds this shared; the last one out may stop the test bed's dockerd.
 ENGINE_LOCK = STATE_DIR / "engine.lock"
 START_TIMEOUT = 60.0
-
-
-class TestbedError(RuntimeError):
-    """The test bed cannot be built or run; the message names the cause and the fix."""
-
-    __test__ = False  # not a pytest test class despite the name
 
 
 def run(
@@ -58,6 +54,11 @@ def docker(*args: str, env: dict[str, str] | None = None, timeout: float | None 
     """Run `/usr/bin/docker ARGS` and return its stdout as text."""
     proc = run([DOCKER, *args], env=env, timeout=timeout, input_bytes=input_bytes, check=check)
     return proc.stdout.decode(errors="replace")
+
+
+def container_state(name: str) -> str:
+    """docker's State.Status of a container: running, paused, exited, created, ..."""
+    return docker("inspect", "-f", "{{.State.Status}}", name).strip()
 
 
 def cgroup_version() -> int:
@@ -145,12 +146,12 @@ class Engine:
             os.kill(self.pid, signal.SIGTERM)
         except ProcessLookupError:
             return
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and _pid_alive(self.pid):
-            time.sleep(0.2)
-        if _pid_alive(self.pid):
-            raise TestbedError(f"dockerd (pid {self.pid}) did not stop within 30 s; "
-                               f"see {DOCKERD_LOG}")
+        pid = self.pid
+        try:
+            wait_until(lambda: not _pid_alive(pid), 30, interval=0.2)
+        except TimeoutError:
+            raise TestbedError(f"dockerd (pid {pid}) did not stop within 30 s; "
+                               f"see {DOCKERD_LOG}") from None
         DOCKERD_PIDFILE.unlink(missing_ok=True)
         self.pid = None
 
@@ -213,17 +214,20 @@ def _ensure_engine() -> Engine:
             start_new_session=True,
         )
     DOCKERD_PIDFILE.write_text(f"{proc.pid}\n")
-    deadline = time.monotonic() + START_TIMEOUT
-    while time.monotonic() < deadline:
+
+    def answers() -> bool:
         if proc.poll() is not None:
             raise TestbedError(f"dockerd exited with status {proc.returncode} at start; "
                                f"see {DOCKERD_LOG}")
-        if engine_answers():
-            return Engine(started_by_us=True, pid=proc.pid)
-        time.sleep(0.2)
-    proc.terminate()
-    raise TestbedError(f"dockerd did not answer on {SOCKET} within {START_TIMEOUT:.0f} s; "
-                       f"see {DOCKERD_LOG}")
+        return engine_answers()
+
+    try:
+        wait_until(answers, START_TIMEOUT, interval=0.2)
+    except TimeoutError:
+        proc.terminate()
+        raise TestbedError(f"dockerd did not answer on {SOCKET} within {START_TIMEOUT:.0f} s; "
+                           f"see {DOCKERD_LOG}") from None
+    return Engine(started_by_us=True, pid=proc.pid)
 
 
 def stop_engine_from_pidfile() -> None:

@@ -1,4 +1,4 @@
-"""pytest fixtures of the test bed (registered in tests/conftest.py).
+"""pytest fixtures of the test bed (registered by tests/e2e/conftest.py, the tier using them).
 
 Session: `engine`, `images`. Per test: `sqlite_stack`, `mysql_stack`, `stack_factory`,
 `vm` (the VM mounts the stack the test asked for: `mysql_stack` if requested, else
@@ -12,10 +12,14 @@ from typing import Any
 
 import pytest
 
-from tests.testbed.engine import Engine, TestbedError, ensure_engine
+from tests.testbed import TestbedError
+from tests.testbed.engine import Engine, ensure_engine
 from tests.testbed.images import Images, ensure_images
 from tests.testbed.stack import Stack, down_project, leftover_projects
 from tests.testbed.vm import VM
+
+__all__ = ["engine", "images", "mysql_stack", "pytest_terminal_summary", "sqlite_stack",
+           "stack_factory", "vm"]
 
 _our_projects: set[str] = set()
 

@@ -15,7 +15,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.testbed.engine import DOCKER, STATE_DIR, TestbedError, docker, ensure_packages
+from tests.testbed import TestbedError
+from tests.testbed.engine import DOCKER, STATE_DIR, docker, ensure_packages
 
 REPO = "trackerbackup-testbed"
 SUITE = "bookworm"

@@ -11,10 +11,10 @@ import json
 import shutil
 import sqlite3
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
+from tests.kit.wait import wait_until
 from tests.testbed.writer import apply_op
 
 Tables = dict[str, list[tuple[Any, ...]]]
@@ -35,21 +35,29 @@ def read_seq_sqlite(db: Path) -> int:
 
 
 def read_oplog(oplog: Path, first: int, last: int, wait_s: float = 10.0) -> list[Op]:
-    """Ops first..last from the log, waiting up to `wait_s` for the writer to log them."""
-    deadline = time.monotonic() + wait_s
-    while True:
+    """Ops first..last from the log, waiting up to `wait_s` for the writer to log them
+    (it appends an op after its COMMIT)."""
+
+    def ops_in_range() -> list[Op]:
         ops: list[Op] = []
         for line in oplog.read_text(encoding="utf-8").splitlines():
             seq_text, op, args = line.split("\t", 2)
-            seq = int(seq_text)
-            if first <= seq <= last:
-                ops.append((seq, op, json.loads(args)))
-        if len(ops) >= last - first + 1 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    expected = list(range(first, last + 1))
-    if [s for s, _, _ in ops] != expected:
-        got = [s for s, _, _ in ops]
+            if first <= int(seq_text) <= last:
+                ops.append((int(seq_text), op, json.loads(args)))
+        return ops
+
+    def all_logged() -> list[Op] | None:
+        ops = ops_in_range()
+        return ops if len(ops) >= last - first + 1 else None
+
+    if last < first:
+        return []
+    try:
+        ops = wait_until(all_logged, wait_s, interval=0.1)
+    except TimeoutError:
+        ops = ops_in_range()
+    got = [s for s, _, _ in ops]
+    if got != list(range(first, last + 1)):
         raise PrefixMismatch(f"{oplog}: ops {first}..{last} expected in order, found "
                              f"{len(got)} (first {got[:3]}, last {got[-3:]})")
     return ops

@@ -15,14 +15,15 @@ import json
 import secrets
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Literal
 
-from tests.testbed import tree
-from tests.testbed.engine import TestbedError, docker, run
+from tests.kit.wait import wait_until
+from tests.testbed import TestbedError, tree
+from tests.testbed.engine import container_state, docker, run
 from tests.testbed.images import Images, ensure_images
+from tests.testbed.record import WriterRecord
 
 Flavour = Literal["sqlite", "mysql"]
 TESTBED_DIR = Path(__file__).resolve().parent
@@ -82,10 +83,11 @@ class Stack:
         self.initial_db = self.testbed_dir / "initial.db"
         self.oplog = self.tracker_log / "testbed-oplog.tsv"
         self.status_path = self.tracker_log / "testbed-status.json"
+        self.record = WriterRecord(self.status_path, self.oplog)
         self.backup_dir = self.root / "backups"
         self.run_dir = self.root / "run"
         self.config_path = self.root / "trackerbackup.toml"
-        self.secrets = tree.Secrets(*(secrets.token_hex(12) for _ in range(4)))
+        self.secrets = tree.Secrets.generate()
 
     # -- life cycle ------------------------------------------------------------------------
 
@@ -160,16 +162,17 @@ class Stack:
         self.mysql_exec(tree.mysql_load_sql(self.initial_db), database=MYSQL_DATABASE)
 
     def _wait_mysql(self, timeout: float = 90) -> None:
-        deadline = time.monotonic() + timeout
-        while True:
+        def answers() -> bool:
+            returncode: int = self._mysql_cli(["-e", "SELECT 1"], check=False).returncode
+            return returncode == 0
+
+        try:
+            wait_until(answers, timeout, interval=0.3)
+        except TimeoutError:
             proc = self._mysql_cli(["-e", "SELECT 1"], check=False)
-            if proc.returncode == 0:
-                return
-            if time.monotonic() > deadline:
-                logs = docker("logs", "--tail", "30", str(self.mysql_container), check=False)
-                raise TestbedError(f"MariaDB container {self.mysql_container} not ready after "
-                                   f"{timeout:.0f} s:\n{proc.stderr.decode()[-500:]}\n{logs}")
-            time.sleep(0.3)
+            logs = docker("logs", "--tail", "30", str(self.mysql_container), check=False)
+            raise TestbedError(f"MariaDB container {self.mysql_container} not ready after "
+                               f"{timeout:.0f} s:\n{proc.stderr.decode()[-500:]}\n{logs}") from None
 
     def _mysql_cli(self, args: list[str], *, input_bytes: bytes | None = None,
                    check: bool = True) -> Any:
@@ -231,17 +234,13 @@ class Stack:
         Returns the writer's final status.
         """
         docker("stop", "-t", str(int(timeout)), self.tracker_container)
-        status = self.writer_status()
-        if status.get("crashed") or status.get("running", True):
-            what = (f"crashed ({status['crashed']})" if status.get("crashed")
-                    else "did not write its final status")
-            exit_code = docker("inspect", "-f", "{{.State.ExitCode}}", self.tracker_container,
-                               check=False).strip()
-            logs = self.tracker_logs()
-            raise TestbedError(f"writer in {self.tracker_container} {what}: {status}; "
-                               f"container exit code {exit_code}, `docker logs "
-                               f"{self.tracker_container}`:\n{logs}")
-        return status
+        return self.record.final_status(diagnose=self._stopped_tracker_report)
+
+    def _stopped_tracker_report(self) -> str:
+        exit_code = docker("inspect", "-f", "{{.State.ExitCode}}", self.tracker_container,
+                           check=False).strip()
+        return (f"container {self.tracker_container} exit code {exit_code}, `docker logs`:\n"
+                f"{self.tracker_logs()}")
 
     def tracker_logs(self, tail: int = 30) -> str:
         """The tail of the tracker container's output (the writer logs to stderr)."""
@@ -251,30 +250,18 @@ class Stack:
 
     def writer_status(self) -> dict[str, Any]:
         """committed, failed, last_seq, max_stall_ms, p99_stall_ms, errors, running."""
-        try:
-            data: dict[str, Any] = json.loads(self.status_path.read_text())
-        except FileNotFoundError:
-            return {"committed": 0, "failed": 0, "running": False, "errors": []}
-        return data
+        return self.record.status()
 
     def wait_for_commits(self, count: int, timeout: float = 60) -> dict[str, Any]:
         """Wait until the writer has committed `count` ops since `start_writer()`.
 
         Restarts of the container in between do not reset the count (see start_writer).
         """
-        deadline = time.monotonic() + timeout
-        while True:
-            status = self.writer_status()
-            if status.get("committed", 0) >= count:
-                return status
-            if status.get("crashed") or time.monotonic() > deadline:
-                state = docker("inspect", "-f", "{{.State.Status}}", self.tracker_container,
-                               check=False).strip()
-                logs = self.tracker_logs()
-                when = "before it crashed" if status.get("crashed") else f"in {timeout:.0f} s"
-                raise TestbedError(f"writer committed {status.get('committed', 0)} < {count} "
-                                   f"ops {when} (container {state}): {status}\n{logs}")
-            time.sleep(0.05)
+        return self.record.wait_for_commits(count, timeout, diagnose=self._tracker_report)
+
+    def _tracker_report(self) -> str:
+        return (f"container {self.tracker_container} {container_state(self.tracker_container)}"
+                f"; `docker logs`:\n{self.tracker_logs()}")
 
     # -- trackerbackup ---------------------------------------------------------------------
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -29,6 +30,11 @@ class Secrets:
     mysql_password: str
     grafana_password: str
     api_token: str
+
+    @classmethod
+    def generate(cls) -> Secrets:
+        """Fresh random values, so a test can search for them in logs and outputs."""
+        return cls(*(secrets.token_hex(12) for _ in range(4)))
 
 
 def chown_tree(top: Path, uid: int, gid: int, dir_mode: int | None = None) -> None:
@@ -297,9 +303,16 @@ def mysql_load_sql(initial_db: Path) -> bytes:
     return ("\n".join(out) + "\n").encode()
 
 
-def create_tree(root: Path, *, mysql: bool, secrets: Secrets, rows: int, seed: int,
-                journal_mode: str, initial_db: Path) -> Path:
-    """Build <root>/opt/torrust; return the compose dir. `initial_db` gets the seed rows."""
+def create_tree(root: Path, *, mysql: bool = False, secrets: Secrets | None = None,
+                rows: int = 2000, seed: int = 1, journal_mode: str = "delete",
+                initial_db: Path | None = None) -> Path:
+    """Build <root>/opt/torrust; return the compose dir.
+
+    `initial_db` (default <root>/testbed/initial.db) gets the seed rows: the database before
+    the writer's first op, for the prefix checks.
+    """
+    secrets = secrets or Secrets.generate()
+    initial_db = initial_db or root / "testbed/initial.db"
     compose = root / "opt/torrust"
     storage = compose / "storage"
     write(compose / "docker-compose.yml", compose_yml(mysql))

@@ -12,7 +12,9 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from tests.testbed.engine import DOCKER, TestbedError, docker, require_cgroup_v1, run
+from tests.kit.wait import wait_until
+from tests.testbed import TestbedError
+from tests.testbed.engine import DOCKER, docker, require_cgroup_v1, run
 from tests.testbed.images import Images, ensure_images
 from tests.testbed.stack import LABEL, Stack
 
@@ -62,17 +64,21 @@ class VM:
     def wait_booted(self, timeout: float = BOOT_TIMEOUT) -> str:
         """Poll `systemctl is-system-running --wait` until running or degraded."""
         deadline = time.monotonic() + timeout
-        state = ""
-        while time.monotonic() < deadline:
+        states: list[str] = []
+
+        def booted() -> str | None:
             proc = self.exec("systemctl", "is-system-running", "--wait", check=False,
                              timeout=max(1.0, deadline - time.monotonic()))
-            state = proc.stdout.strip()
-            if state in ("running", "degraded"):
-                return state
-            time.sleep(0.2)  # too early: "Failed to connect to bus"
-        logs = docker("logs", "--tail", "40", self.name, check=False)
-        raise TestbedError(f"systemd in {self.name} did not reach running/degraded within "
-                           f"{timeout:.0f} s (last state {state!r}); container log:\n{logs}")
+            states.append(proc.stdout.strip())  # too early: "Failed to connect to bus"
+            return states[-1] if states[-1] in ("running", "degraded") else None
+
+        try:
+            return wait_until(booted, timeout, interval=0.2)
+        except TimeoutError:
+            logs = docker("logs", "--tail", "40", self.name, check=False)
+            raise TestbedError(f"systemd in {self.name} did not reach running/degraded within "
+                               f"{timeout:.0f} s (last state {states[-1]!r}); container log:"
+                               f"\n{logs}") from None
 
     def exec(self, *argv: str, env: dict[str, str] | None = None, check: bool = True,
              timeout: float | None = 300, input_text: str | None = None,
@@ -91,6 +97,11 @@ class VM:
             raise TestbedError(f"in VM {self.name}: {' '.join(argv)} exited "
                                f"{done.returncode}:\n{done.stdout[-1000:]}{done.stderr[-2000:]}")
         return done
+
+    def trackerbackup(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """The installed command by hand in a root shell of the VM (outside any unit); any
+        exit status is returned. (The host tiers run the checkout: tests.kit.cli.)"""
+        return self.exec("trackerbackup", *args, check=False, timeout=600)
 
     def copy_in(self, path: Path, dest: str | None = None) -> str:
         """Copy a host file or directory into the VM (default: same path); return the path."""

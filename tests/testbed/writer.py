@@ -1,7 +1,8 @@
 """A tracker-like writer: small write transactions, recorded so a snapshot can be checked.
 
-Runs inside the tracker stand-in as uid 1000 (`python3 /testbed/writer.py ...`), stdlib only
-(PyMySQL for --driver mysql). Per operation, like the real tracker on an `event=completed`
+Runs inside the tracker stand-in as uid 1000 (`python3 /testbed/writer.py ...`), and as a
+child process of the tiers without Docker (tests/kit/local_tracker.py): stdlib only (PyMySQL
+for --driver mysql). Per operation, like the real tracker on an `event=completed`
 announce: SELECT, then `UPDATE torrents SET completed = completed + 1` (or INSERT of a new
 torrent), and the same on torrent_aggregate_metrics row 'torrents_downloads_total';
 sometimes an INSERT into whitelist or keys (the REST API's writes).
@@ -201,8 +202,10 @@ class Sqlite:
     errors: tuple[type[BaseException], ...] = (sqlite3.OperationalError,
                                                sqlite3.IntegrityError)
 
-    def __init__(self, db: str) -> None:
+    def __init__(self, db: str, wal_autocheckpoint: int | None = None) -> None:
         self.conn = sqlite3.connect(db, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        if wal_autocheckpoint is not None:
+            self.conn.execute(f"PRAGMA wal_autocheckpoint = {int(wal_autocheckpoint)}")
 
     def begin(self) -> Any:
         # The real tracker runs single statements in autocommit mode, each waiting up to 5 s
@@ -280,11 +283,19 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--oplog", default="/var/log/torrust/tracker/testbed-oplog.tsv")
     p.add_argument("--status", default="/var/log/torrust/tracker/testbed-status.json")
     p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--uid", type=int, default=None,
+                   help="started as root: run as this uid and gid (the tracker's 1000)")
+    p.add_argument("--wal-autocheckpoint", type=int, default=None, metavar="PAGES",
+                   help="PRAGMA wal_autocheckpoint (SQLite; default: SQLite's 1000)")
     return p.parse_args(argv)
 
 
 def main(argv: list[str]) -> int:
     args = parse_args(argv)
+    if args.uid is not None:
+        os.setgroups([])
+        os.setgid(args.uid)
+        os.setuid(args.uid)
     status_path = Path(args.status)
     stats = Stats()
     previous = read_status(status_path)
@@ -301,7 +312,7 @@ def main(argv: list[str]) -> int:
 
 
 def run(args: argparse.Namespace, status_path: Path, stats: Stats, continued: bool) -> int:
-    db: Sqlite | Mysql = (Sqlite(args.db) if args.driver == "sqlite"
+    db: Sqlite | Mysql = (Sqlite(args.db, args.wal_autocheckpoint) if args.driver == "sqlite"
                           else Mysql(args.mysql_host, args.mysql_database, args.mysql_user))
     stop = False
 

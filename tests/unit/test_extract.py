@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.archives import describe, directory, file, snapshot, write_archive
-from tests.trees import make_tree
+from tests.kit.archives import describe, directory, file, snapshot, write_archive
+from tests.testbed.tree import TRACKER_UID, create_tree
 from trackerbackup.errors import BackupFailed, EnvironmentProblem, UsageError
 from trackerbackup.extract import extract
 from trackerbackup.extract_rules import Kind
@@ -22,10 +22,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def make_source(root: Path) -> Path:
-    """The deployer tree plus what the round trip must also keep: a 0-byte file, a hard
-    link, an empty setgid directory, and an exact mtime on every path."""
-    compose = root / "opt/torrust"
-    make_tree(compose)
+    """The deployer tree plus what the round trip must also keep: a symbolic link, a 0-byte
+    file, a hard link, an empty setgid directory, and an exact mtime on every path."""
+    compose = create_tree(root, initial_db=root.parent / f"{root.name}-initial.db")
+    os.symlink("tracker.toml", compose / "storage/tracker/etc/current.toml")
     lib = compose / "storage/tracker/lib"
     (lib / "empty.log").write_bytes(b"")
     (lib / "database/shared").write_bytes(b"one inode, two names")
@@ -33,7 +33,7 @@ def make_source(root: Path) -> Path:
     (lib / "empty-dir").mkdir(mode=0o2770)
     os.chown(lib / "empty-dir", 1000, 1000)
     os.chmod(lib / "empty-dir", 0o2770)
-    os.lchown(compose / "storage/tracker/etc/current.toml", 1000, 1000)
+    os.lchown(compose / "storage/tracker/etc/current.toml", TRACKER_UID, TRACKER_UID)
     paths = sorted((Path(top, name) for top, dirs, files in os.walk(root)
                     for name in (*dirs, *files)), key=lambda p: -len(p.parts))
     for number, path in enumerate([*paths, root]):  # deepest first: then parents' mtimes
@@ -41,6 +41,17 @@ def make_source(root: Path) -> Path:
         mtime = 1_600_000_000_123_456_000 + number * 1_000_000_000
         os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
     return root
+
+
+def census(root: Path) -> tuple[int, int, int, int]:
+    """What an archive of the tree at `root` holds: (files, hard links to them, symbolic
+    links, directories), `root` included."""
+    paths = [root, *root.rglob("*")]
+    regular = [p for p in paths if p.is_file() and not p.is_symlink()]
+    inodes = {p.stat().st_ino for p in regular}
+    directories = [p for p in paths if p.is_dir() and not p.is_symlink()]
+    symlinks = [p for p in paths if p.is_symlink()]
+    return len(inodes), len(regular) - len(inodes), len(symlinks), len(directories)
 
 
 def backup(source: Path, archive: Path, compression: str = "zstd") -> ArtifactInfo:
@@ -78,8 +89,10 @@ def test_round_trip_keeps_owners_modes_links_times_and_content(
     assert describe(target / "opt/torrust/storage/tracker/etc").mode == 0o2770
     assert (lib / "empty-dir").is_dir()
     assert not any((lib / "empty-dir").iterdir())
-    assert (report.files, report.hardlinks, report.symlinks) == (10, 1, 1)
-    assert report.dirs == 19  # the source root included: it is the target itself now
+    files, hardlinks, symlinks, dirs = census(source)
+    assert (hardlinks, symlinks) == (1, 1)
+    assert (report.files, report.hardlinks, report.symlinks) == (files, hardlinks, symlinks)
+    assert report.dirs == dirs  # the source root included: it is the target itself now
     assert report.bytes == sum(p.stat().st_size for p in source.rglob("*")
                                if p.is_file() and not p.is_symlink()) - 20  # linked once
     assert (report.raw_size, report.raw_sha256) == (info.raw_size, info.raw_sha256)
@@ -123,7 +136,7 @@ def test_only_restores_the_named_subtree(tmp_path: Path, source: Path) -> None:
                                         if str(p) != "."}
     assert snapshot(target / etc_name) == snapshot(etc)
     assert report.unmatched == ("not/in/archive",)
-    assert report.files + report.dirs + report.links + report.skipped == 31
+    assert report.files + report.dirs + report.links + report.skipped == sum(census(source))
 
 
 def test_only_without_the_file_a_hard_link_needs_is_refused(tmp_path: Path,
@@ -151,7 +164,9 @@ def test_dry_run_lists_every_action_and_writes_nothing(tmp_path: Path, source: P
     assert report.bytes == real.bytes
     assert not any(a.replaces for a in report.actions)
     toml = next(a for a in report.actions if a.path.name == "tracker.toml")
-    assert str(toml) == f"write {toml.path} 42 bytes 1000:1000 0644"
+    toml_stat = (source / "opt/torrust/storage/tracker/etc/tracker.toml").stat()
+    assert str(toml) == (f"write {toml.path} {toml_stat.st_size} bytes 1000:1000 "
+                         f"{toml_stat.st_mode & 0o7777:04o}")
     link = next(a for a in report.actions if a.kind is Kind.SYMLINK)
     assert str(link) == f"symlink {link.path} -> tracker.toml 1000:1000"
     again = extract(archive, "zstd", target, strip_prefix=str(source), dry_run=True)

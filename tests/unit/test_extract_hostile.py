@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.archives import (
+from tests.kit.archives import (
     Entry,
     describe,
     directory,

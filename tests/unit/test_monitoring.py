@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import http.server
 import logging
 import os
 import re
@@ -13,10 +12,10 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 
+from tests.kit.pings import Ping, PingRecorder
 from trackerbackup import monitoring
 from trackerbackup.log import LOGGER_NAME
 
@@ -206,78 +205,37 @@ def logs(caplog: pytest.LogCaptureFixture) -> Iterator[pytest.LogCaptureFixture]
 # --- pings ---------------------------------------------------------------------------
 
 
-class _Recorder(http.server.BaseHTTPRequestHandler):
-    requests: ClassVar[list[tuple[str, str, bytes]]] = []
-    status: ClassVar[int] = 200
+def test_ping_without_body_is_a_get(ping_server: PingRecorder) -> None:
+    assert monitoring.ping(f"{ping_server.url}/0f1e2d3c-secret/start") is True
 
-    def _answer(self) -> None:
-        length = int(self.headers.get("Content-Length") or 0)
-        body = self.rfile.read(length) if length else b""
-        type(self).requests.append((self.command, self.path, body))
-        self.send_response(type(self).status)
-        self.send_header("Content-Length", "2")
-        self.end_headers()
-        self.wfile.write(b"OK")
-
-    do_GET = _answer
-    do_POST = _answer
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
+    assert ping_server.received == [Ping("GET", "/0f1e2d3c-secret/start", b"")]
 
 
-@pytest.fixture
-def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, type[_Recorder]]]:
-    for var in ("http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY"):
-        monkeypatch.delenv(var, raising=False)
-    handler = type("Handler", (_Recorder,), {"requests": [], "status": 200})
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{httpd.server_address[1]}", handler
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-        thread.join(timeout=5)
-
-
-def test_ping_without_body_is_a_get(server: tuple[str, type[_Recorder]]) -> None:
-    base, handler = server
-
-    assert monitoring.ping(f"{base}/0f1e2d3c-secret/start") is True
-
-    assert handler.requests == [("GET", "/0f1e2d3c-secret/start", b"")]
-
-
-def test_ping_posts_the_body(server: tuple[str, type[_Recorder]]) -> None:
-    base, handler = server
+def test_ping_posts_the_body(ping_server: PingRecorder) -> None:
     tail = "error: dump failed\nexit status 2\n"
 
-    assert monitoring.ping(f"{base}/uuid/fail", tail) is True
+    assert monitoring.ping(f"{ping_server.url}/uuid/fail", tail) is True
 
-    assert handler.requests == [("POST", "/uuid/fail", tail.encode())]
+    assert ping_server.received == [Ping("POST", "/uuid/fail", tail.encode())]
 
 
-def test_ping_body_is_capped_keeping_its_end(server: tuple[str, type[_Recorder]]) -> None:
-    base, handler = server
+def test_ping_body_is_capped_keeping_its_end(ping_server: PingRecorder) -> None:
     body = "x" * monitoring.PING_BODY_MAX_BYTES + "THE END"
 
-    assert monitoring.ping(f"{base}/uuid/fail", body) is True
+    assert monitoring.ping(f"{ping_server.url}/uuid/fail", body) is True
 
-    sent = handler.requests[0][2]
-    assert len(sent) == monitoring.PING_BODY_MAX_BYTES
-    assert sent.endswith(b"THE END")
+    [sent] = ping_server.received
+    assert len(sent.body) == monitoring.PING_BODY_MAX_BYTES
+    assert sent.body.endswith(b"THE END")
 
 
 def test_ping_http_error_returns_false_and_masks_the_url(
-    server: tuple[str, type[_Recorder]],
+    ping_server: PingRecorder,
     logs: pytest.LogCaptureFixture,
 ) -> None:
-    base, handler = server
-    handler.status = 404
+    ping_server.status = 404
 
-    assert monitoring.ping(f"{base}/very-secret-token?key=hunter2") is False
+    assert monitoring.ping(f"{ping_server.url}/very-secret-token?key=hunter2") is False
 
     assert "HTTP 404" in logs.text
     assert "very-secret-token" not in logs.text

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests import filesystems
+from tests.kit import filesystems
 from trackerbackup.errors import BackupFailed, EnvironmentProblem
 from trackerbackup.manifest import MANIFEST
 from trackerbackup.repository import Repository, format_id, parse_id

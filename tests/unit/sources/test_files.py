@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.trees import make_tree
+from tests.testbed.tree import GRAFANA_UID, TRACKER_UID, create_tree
 from trackerbackup import config
 from trackerbackup.errors import BackupFailed
 from trackerbackup.repository import Repository
@@ -48,27 +48,33 @@ def run_selective(conf: config.Config) -> None:
 
 
 def test_archive_preserves_owners_modes_links_and_times(tmp_path: Path) -> None:
-    compose = tmp_path / "opt/torrust"
-    make_tree(compose)
+    compose = create_tree(tmp_path)
+    etc = compose / "storage/tracker/etc"
+    os.symlink("tracker.toml", etc / "current.toml")
+    os.utime(etc / "tracker.toml", (1_700_000_000.5, 1_700_000_000.5))
+    datasource = compose / "storage/grafana/provisioning/datasources/prometheus.yml"
+    os.chown(datasource, GRAFANA_UID, GRAFANA_UID)  # another service's user
     conf = make_config(tmp_path)
     run_selective(conf)
     members = archive_members(conf)
     prefix = str(compose).lstrip("/")
-    etc = members[f"{prefix}/storage/tracker/etc"]
-    assert etc.isdir()
-    assert (etc.uid, etc.gid) == (1000, 1000)
-    assert etc.mode == 0o2770
+    etc_member = members[f"{prefix}/storage/tracker/etc"]
+    assert etc_member.isdir()
+    assert (etc_member.uid, etc_member.gid) == (TRACKER_UID, TRACKER_UID)
+    assert etc_member.mode == 0o2770
     toml = members[f"{prefix}/storage/tracker/etc/tracker.toml"]
-    assert toml.uid == 1000
+    assert (toml.uid, toml.mode) == (TRACKER_UID, 0o640)
     assert toml.mtime == pytest.approx(1_700_000_000.5)
     link = members[f"{prefix}/storage/tracker/etc/current.toml"]
     assert link.issym()
     assert link.linkname == "tracker.toml"
-    key = members[f"{prefix}/storage/caddy/data/caddy/certificates/tracker.example.key"]
+    [key] = [m for name, m in members.items()
+             if name.startswith(f"{prefix}/storage/caddy/data/caddy/certificates/")
+             and name.endswith("/tracker.example.com.key")]
     assert key.mode == 0o600
-    assert key.size == 300
+    assert key.size == (Path("/") / key.name).stat().st_size
     grafana = members[f"{prefix}/storage/grafana/provisioning/datasources/prometheus.yml"]
-    assert (grafana.uid, grafana.gid) == (472, 472)
+    assert (grafana.uid, grafana.gid) == (GRAFANA_UID, GRAFANA_UID)
     assert members[f"{prefix}/.env"].mode == 0o640
     assert f"{prefix}/docker-compose.yml" in members
     assert f"{prefix}/storage/prometheus/etc/prometheus.yml" in members
@@ -76,8 +82,7 @@ def test_archive_preserves_owners_modes_links_and_times(tmp_path: Path) -> None:
 
 
 def test_file_contents_round_trip(tmp_path: Path) -> None:
-    compose = tmp_path / "opt/torrust"
-    make_tree(compose)
+    create_tree(tmp_path)
     conf = make_config(tmp_path)
     run_selective(conf)
     [backup] = Repository(conf.general.backup_dir).backups("selective")
@@ -92,8 +97,7 @@ def test_file_contents_round_trip(tmp_path: Path) -> None:
 
 
 def test_missing_path_is_a_warning_in_manifest_not_a_crash(tmp_path: Path) -> None:
-    compose = tmp_path / "opt/torrust"
-    make_tree(compose)
+    compose = create_tree(tmp_path)
     conf = make_config(tmp_path, paths=["storage/tracker/etc", "storage/nope"])
     run_selective(conf)
     [backup] = Repository(conf.general.backup_dir).backups("selective")
@@ -110,8 +114,7 @@ def test_nothing_to_archive_fails_and_records_nothing(tmp_path: Path) -> None:
 
 
 def test_backup_dir_inside_the_tree_and_excludes_are_left_out(tmp_path: Path) -> None:
-    compose = tmp_path / "opt/torrust"
-    make_tree(compose)
+    compose = create_tree(tmp_path)
     document = {
         "general": {"compose_dir": str(compose), "backup_dir": str(compose / "storage/backup"),
                     "run_dir": str(tmp_path / "run")},
@@ -159,8 +162,7 @@ def on_first_read(monkeypatch: pytest.MonkeyPatch, change: Callable[[], None]) -
 
 
 def test_a_socket_in_the_tree_is_skipped_and_named(tmp_path: Path) -> None:
-    compose = tmp_path / "opt/torrust"
-    make_tree(compose)
+    compose = create_tree(tmp_path)
     path = compose / "storage/tracker/etc/admin.sock"
     with socket.socket(socket.AF_UNIX) as listener:
         listener.bind(str(path))
@@ -175,8 +177,7 @@ def test_a_socket_in_the_tree_is_skipped_and_named(tmp_path: Path) -> None:
 @pytest.mark.parametrize("how", ["dotdot", "symlinked compose_dir"])
 def test_the_backup_dir_is_never_archived_whatever_path_leads_to_it(tmp_path: Path,
                                                                     how: str) -> None:
-    real = tmp_path / "real/opt/torrust"
-    make_tree(real)
+    real = create_tree(tmp_path / "real")
     compose = real
     backup_dir = f"{real}/storage/tracker/../backup"
     if how == "symlinked compose_dir":
