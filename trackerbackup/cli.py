@@ -18,6 +18,7 @@ from typing import NoReturn
 
 from trackerbackup import (
     __version__,
+    cli_offsite,
     cli_restore,
     config,
     execute,
@@ -89,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing = commands.add_parser("list", help="list committed backups")
     listing.add_argument("type", metavar="TYPE", nargs="?", help="only this type")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
+    listing.add_argument("--offsite", action="store_true",
+                         help="the off-site repository's backups (of this host)")
+    cli_offsite.add_list_options(listing)
 
     prune = commands.add_parser("prune", help="apply the retention policy")
     prune.add_argument("type", metavar="TYPE", nargs="?", help="only this type")
@@ -110,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                                   help="record a failed unit (the OnFailure= unit)")
     failure.add_argument("type", metavar="TYPE")
     cli_restore.add_parsers(commands)
+    cli_offsite.add_parsers(commands)
     return parser
 
 
@@ -160,6 +165,8 @@ def _print_plan(label: str, plan: Plan) -> None:
 
 
 def cmd_list(conf: Config, args: argparse.Namespace) -> int:
+    if args.offsite:
+        return cli_offsite.cmd_list_offsite(conf, args)
     repository = Repository(conf.general.backup_dir)
     backups = []
     for backup_type in _types(args.type):
@@ -233,6 +240,7 @@ def cmd_check(conf: Config, args: argparse.Namespace) -> int:
     for finding in preflight.check_findings(conf, _types(args.type)):
         environment = environment or finding.problem
         print(f"{'PROBLEM' if finding.problem else 'warning'}: {finding.message}")
+    environment = cli_offsite.check_offsite(conf) or environment
     if unusable:
         return ExitCode.USAGE
     return ExitCode.ENVIRONMENT if environment else ExitCode.OK
@@ -309,6 +317,7 @@ COMMANDS: dict[str, Callable[[Config, argparse.Namespace], int]] = {
     "notify-failure": cmd_notify_failure,
     "verify": cli_restore.cmd_verify,
     "restore": cli_restore.cmd_restore,
+    "offsite": cli_offsite.cmd_offsite,
 }
 
 EVENT_BY_ERROR: dict[type[TrackerBackupError], Event] = {

@@ -7,14 +7,14 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from trackerbackup import lock, monitoring, runner
+from trackerbackup import cli_offsite, lock, monitoring, runner
 from trackerbackup.backup_types import NAMES
 from trackerbackup.config import Config
 from trackerbackup.docker import Docker
 from trackerbackup.errors import ExitCode, UsageError
 from trackerbackup.log import get_logger
 from trackerbackup.repository import Repository
-from trackerbackup.restore import RestoreOptions, restore
+from trackerbackup.restore import RestoreOptions, local_backup, restore
 from trackerbackup.sources import StoredBackup
 from trackerbackup.sources.registry import source_kind
 from trackerbackup.verify import Verified, verify_backup
@@ -30,6 +30,9 @@ def add_parsers(commands: Any) -> None:
     which.add_argument("--latest", action="store_true", help="the newest of each type "
                        "(the default)")
     which.add_argument("--all", action="store_true", help="every backup")
+    verify.add_argument("--offsite", action="store_true",
+                        help="also check the off-site repository (restic check "
+                        "--read-data-subset) and one sampled off-site backup per type")
 
     restore_cmd = commands.add_parser("restore", help="restore a backup")
     restore_cmd.add_argument("type", metavar="TYPE")
@@ -48,6 +51,11 @@ def add_parsers(commands: Any) -> None:
                              help="do not ask before stopping a container or overwriting")
     restore_cmd.add_argument("--force", action="store_true",
                              help="restore even a backup that fails verification")
+    restore_cmd.add_argument("--from", dest="origin", choices=("local", "offsite"),
+                             default="local", help="offsite: fetch the backup from the "
+                             "restic repository (checked against its manifest first)")
+    restore_cmd.add_argument("--host", help="with --from offsite: another host's backup "
+                             "(default: [offsite] host)")
 
 
 def cmd_verify(conf: Config, args: argparse.Namespace) -> int:
@@ -61,6 +69,13 @@ def cmd_verify(conf: Config, args: argparse.Namespace) -> int:
             for outcome in _verify_type(conf, backup_type, args):
                 failed += not outcome.record.ok
                 _print_verified(outcome)
+    if getattr(args, "offsite", False):
+        summary, outcomes = cli_offsite.verify_offsite(conf, types)
+        print(f"off-site repository: {summary}")
+        for outcome in outcomes:
+            failed += not outcome.record.ok
+            print("off-site ", end="")
+            _print_verified(outcome)
     return ExitCode.BACKUP_FAILED if failed else ExitCode.OK
 
 
@@ -115,8 +130,9 @@ def cmd_restore(conf: Config, args: argparse.Namespace) -> int:
         target=Path(args.target).absolute() if args.target else None,
         in_place=args.in_place, only=tuple(args.only), dry_run=args.dry_run,
         yes=args.yes, force=args.force)
+    fetch = cli_offsite.offsite_fetch(args.host) if args.origin == "offsite" else local_backup
     steps = restore(conf, Docker(conf.general.docker), options, ask=_ask_on_terminal(),
-                    say=_say)
+                    say=_say, fetch=fetch)
     if args.dry_run:
         print("restore would, in this order:")
         for number, step in enumerate(steps, 1):

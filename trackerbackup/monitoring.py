@@ -245,15 +245,42 @@ def write_verify_textfile(directory: Path, backup_type: str, *, ok: bool,
                           verified_at: datetime) -> None:
     """Publish the outcome of a verification of `backup_type` (its own file, so a verify
     and a backup run of the same type never race); a failure keeps the last success."""
-    path = verify_textfile_path(directory, backup_type)
+    _write_status_file(verify_textfile_path(directory, backup_type), backup_type,
+                       VERIFY_HELP, ok=ok, at=verified_at)
+
+
+LAST_OFFSITE = "trackerbackup_offsite_last_success_timestamp_seconds"
+LAST_OFFSITE_SUCCESS = "trackerbackup_offsite_last_run_success"
+OFFSITE_HELP: dict[str, str] = {
+    LAST_OFFSITE: "Unix time every local backup of this type was last found off-site.",
+    LAST_OFFSITE_SUCCESS: "1 if the last off-site push of this type succeeded, else 0.",
+}
+
+
+def offsite_textfile_path(directory: Path, backup_type: str) -> Path:
+    return directory / f"trackerbackup_{backup_type}_offsite.prom"
+
+
+def write_offsite_textfile(directory: Path, backup_type: str, *, ok: bool,
+                           finished: datetime) -> None:
+    """Publish the outcome of an off-site push of `backup_type` (its own file); a failure
+    keeps the last success. Alert on time() - trackerbackup_offsite_last_success_..."""
+    _write_status_file(offsite_textfile_path(directory, backup_type), backup_type,
+                       OFFSITE_HELP, ok=ok, at=finished)
+
+
+def _write_status_file(path: Path, backup_type: str, help_texts: dict[str, str], *,
+                       ok: bool, at: datetime) -> None:
+    """Two families: (last success time, last outcome); the time survives a failure."""
+    success_name, outcome_name = help_texts
     values = {name: value for name, value in _read_samples(path).items()
-              if name == LAST_VERIFIED}
+              if name == success_name}
     if ok:
-        values[LAST_VERIFIED] = verified_at.timestamp()
-    values[LAST_VERIFY_SUCCESS] = 1.0 if ok else 0.0
+        values[success_name] = at.timestamp()
+    values[outcome_name] = 1.0 if ok else 0.0
     label = f'{{type="{_escape_label(backup_type)}"}}'
     lines = []
-    for name, help_text in VERIFY_HELP.items():
+    for name, help_text in help_texts.items():
         if name in values:
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} gauge",
                       f"{name}{label} {_format_value(values[name])}"]

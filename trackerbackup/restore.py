@@ -11,8 +11,8 @@ interleaves with the restore.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,14 +46,22 @@ Ask = Callable[[str], bool]
 Say = Callable[[str], None]
 
 
+Fetch = Callable[[Config, RestoreOptions], AbstractContextManager[StoredBackup]]
+
+
+@contextmanager
+def local_backup(config: Config, options: RestoreOptions) -> Iterator[StoredBackup]:
+    yield pick_backup(config.general.backup_dir, options.backup_type, options.backup_id)
+
+
 def restore(config: Config, docker: Docker, options: RestoreOptions, *, ask: Ask | None,
-            say: Say) -> list[Step]:
-    """Returns the steps (all run, or with --dry-run none)."""
+            say: Say, fetch: Fetch = local_backup) -> list[Step]:
+    """Returns the steps (all run, or with --dry-run none). `fetch`: where the backup comes
+    from (the local repository; or an off-site copy, checked, in a scratch directory)."""
     for message in interrupted_restores(config.general.backup_dir):
         log.warning("%s", message, extra=fields(Event.RESTORE_FAILED))
-    with lock.hold(config.general.run_dir, options.backup_type, wait=False):
-        backup = pick_backup(config.general.backup_dir, options.backup_type,
-                             options.backup_id)
+    with lock.hold(config.general.run_dir, options.backup_type, wait=False), \
+            fetch(config, options) as backup:
         kind = source_kind(backup.manifest.kind, config, docker)
         request = RestoreRequest(target=options.target, in_place=options.in_place,
                                  only=options.only, dry_run=options.dry_run)

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from trackerbackup import lock, monitoring, preflight, retention
+from trackerbackup import lock, monitoring, offsite, offsite_sync, preflight, retention
 from trackerbackup.config import Config
 from trackerbackup.docker import Docker
 from trackerbackup.errors import TrackerBackupError, UsageError
@@ -50,6 +50,8 @@ def make_source(config: Config, backup_type: str, docker: Docker) -> Source:
 def run(config: Config, backup_type: str, *, dry_run: bool = False, wait: bool = False,
         docker: Docker | None = None) -> RunOutcome:
     preflight.refuse_unsafe_config(config)
+    if _pushes(config, backup_type):
+        offsite.refuse_unsafe_files(config)
     docker = docker or Docker(config.general.docker)
     repository = Repository(config.general.backup_dir)
     with lock.hold(config.general.run_dir, backup_type, wait=wait):
@@ -92,8 +94,24 @@ def _run_locked(config: Config, backup_type: str, repository: Repository,
     _write_metrics(config, backup_type, success=True, duration=duration, size=backup.size)
     ping(monitoring_conf.ping_success, None)
     pruned = prune(config, backup_type, repository, dry_run=False, protect=backup.id)
+    if _pushes(config, backup_type):
+        _push(config, backup_type)
     return RunOutcome(backup=backup, plan=plan, pruned=tuple(d.backup.id for d in pruned
                                                              if not d.keep))
+
+
+def _pushes(config: Config, backup_type: str) -> bool:
+    return config.offsite.pushes(backup_type, config.type(backup_type).enabled)
+
+
+def _push(config: Config, backup_type: str) -> None:
+    """Copy what the off-site repository is missing (this backup, and any an outage left
+    behind). A failure leaves the local backups as they are and fails the run (exit 1)."""
+    try:
+        offsite_sync.sync(config, backup_type)
+    except TrackerBackupError as error:
+        ping(config.monitoring.ping_failure, f"off-site copy failed: {error}")
+        raise
 
 
 def _clean_up(repository: Repository, backup_type: str) -> None:

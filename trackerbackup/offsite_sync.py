@@ -1,0 +1,240 @@
+"""Off-site copies: push committed backups, catch up, prune, and fetch one back.
+
+A push reads a committed, verified local backup and never changes it. Each artifact's
+raw content (decompressed on the fly, never the `.zst`: restic's chunking deduplicates
+what did not change and its own compression applies) is streamed into one snapshot; the
+manifest follows in a snapshot of its own, last, so a backup counts as off-site only
+once everything it needs is there (a killed push leaves data snapshots without a
+manifest, which the next push of that backup forgets and redoes).
+
+`sync` pushes every verified local backup newer than the newest one off-site (after an
+outage, the next run catches up by itself); older ones are not pushed again, so an
+off-site retention stricter than the local one does not fight it. `fetch` puts an
+off-site backup into a private scratch directory in the local layout (raw artifacts,
+checked against the manifest's raw sha256 and size), so verify and restore use the same
+two-sided source code as for a local backup.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import tempfile
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+
+from trackerbackup import retention
+from trackerbackup.config import Config
+from trackerbackup.errors import TrackerBackupError, UsageError
+from trackerbackup.log import Event, fields, get_logger
+from trackerbackup.manifest import (
+    MANIFEST,
+    Manifest,
+    ManifestError,
+    parse_manifest,
+    read_manifest,
+    write_manifest,
+)
+from trackerbackup.monitoring import write_offsite_textfile
+from trackerbackup.offsite import (
+    DATA,
+    OffsiteBackup,
+    OffsiteFailed,
+    Restic,
+    group,
+    push_tags,
+    with_stale_locks_removed,
+)
+from trackerbackup.repository import Backup, Repository, parse_id
+from trackerbackup.sources import StoredBackup
+from trackerbackup.stream import SUFFIX, open_raw
+
+log = get_logger()
+
+SCRATCH_PREFIX = ".offsite-"
+
+
+def raw_name(name: str, compression: str) -> str:
+    """The artifact's name without its compression suffix: what a restore gets back."""
+    suffix = SUFFIX.get(compression, "")
+    return name.removesuffix(suffix) if suffix else name
+
+
+def offsite_backups(restic: Restic, backup_type: str | None, host: str | None
+                    ) -> list[OffsiteBackup]:
+    """This host's (or, with host None, every host's) backups in the repository."""
+    return group(restic.snapshots(host=host, backup_type=backup_type))
+
+
+def pending(local: list[Backup], remote: list[OffsiteBackup]) -> list[Backup]:
+    """Verified local backups newer than the newest complete one off-site, oldest first."""
+    complete = [b.id for b in remote if b.complete]
+    newest = max(complete, default="")
+    return sorted((b for b in local if b.verified and b.id > newest), key=lambda b: b.id)
+
+
+def sync(conf: Config, backup_type: str, restic: Restic | None = None) -> list[str]:
+    """Push what the repository is missing of `backup_type`; the ids pushed. A failure
+    is logged (its own MESSAGE_ID), recorded in the textfile and raised as OffsiteFailed;
+    caller holds the type's lock."""
+    try:
+        restic = restic or Restic(conf)
+        host = conf.offsite.host_name
+        remote = offsite_backups(restic, backup_type, host)
+        local = Repository(conf.general.backup_dir).backups(backup_type)
+        pushed = []
+        for backup in pending(local, remote):
+            leftovers = [s.id for b in remote if b.id == backup.id for s in b.snapshots]
+            push(restic, backup, host, leftovers)
+            pushed.append(backup.id)
+    except TrackerBackupError as error:
+        _record(conf, backup_type, ok=False)
+        log.error("copying %s backups off-site failed: %s", backup_type, error,
+                  extra=fields(Event.OFFSITE_PUSH_FAILED, type=backup_type))
+        error.logged = True
+        raise
+    _record(conf, backup_type, ok=True)
+    return pushed
+
+
+def push(restic: Restic, backup: Backup, host: str, leftovers: list[str]) -> None:
+    """One backup: its artifacts' raw content, then its manifest (the commit marker)."""
+    if leftovers:  # an interrupted push of this backup: its snapshots are incomplete
+        with_stale_locks_removed(restic, lambda: restic.forget(leftovers, prune=False))
+    manifest = read_manifest(backup.path)
+    for artifact in manifest.artifacts:
+        with open_raw(backup.path / artifact.name, artifact.compression) as raw:
+            restic.backup(raw, raw_name(artifact.name, artifact.compression), host,
+                          push_tags(backup.type, backup.id, DATA))
+    with open(backup.path / MANIFEST, "rb") as handle:
+        restic.backup(handle, MANIFEST, host, push_tags(backup.type, backup.id, "manifest"))
+    log.info("%s backup %s copied off-site", backup.type, backup.id,
+             extra=fields(Event.OFFSITE_PUSHED, type=backup.type, id=backup.id, host=host))
+
+
+def _record(conf: Config, backup_type: str, *, ok: bool) -> None:
+    directory = conf.monitoring.textfile_dir
+    if directory is None:
+        return
+    try:
+        write_offsite_textfile(directory, backup_type, ok=ok, finished=datetime.now(UTC))
+    except OSError as error:
+        log.warning("cannot write the off-site metrics textfile in %s: %s", directory, error,
+                    extra=fields(type=backup_type))
+
+
+def prune(conf: Config, backup_type: str, *, dry_run: bool,
+          restic: Restic | None = None) -> list[retention.Decision]:
+    """The [offsite] keep_* rules over this host's backups of `backup_type` only; an
+    incomplete push counts as unverified (deleted, never the floor). Caller holds the
+    type's lock, so no push of this type on this host is running."""
+    restic = restic or Restic(conf)
+    host = conf.offsite.host_name
+    remote = {b.id: b for b in offsite_backups(restic, backup_type, host) if b.host == host}
+    refs = [retention.BackupRef(id=b.id, started=parse_id(b.id), verified=b.complete)
+            for b in remote.values()]
+    decisions = retention.decide(refs, datetime.now(UTC), conf.offsite.retention)
+    doomed = [remote[d.backup.id] for d in decisions if not d.keep]
+    if dry_run or not doomed:
+        return decisions
+    ids = [snap.id for backup in doomed for snap in backup.snapshots]
+    with_stale_locks_removed(restic, lambda: restic.forget(ids, prune=True))
+    for backup in doomed:
+        log.info("forgot off-site %s backup %s of %s", backup_type, backup.id, host,
+                 extra=fields(Event.OFFSITE_PRUNED, type=backup_type, id=backup.id, host=host))
+    return decisions
+
+
+def choose(remote: list[OffsiteBackup], backup_type: str, backup_id: str | None,
+           host: str) -> OffsiteBackup:
+    """The complete off-site backup `backup_id`, or the newest one."""
+    complete = [b for b in remote if b.complete and b.type == backup_type]
+    if backup_id is not None:
+        complete = [b for b in complete if b.id == backup_id]
+    if not complete:
+        which = f"with id {backup_id}" if backup_id else "at all"
+        raise UsageError(f"no complete off-site {backup_type} backup of host {host} {which}",
+                         op="fetch from off-site",
+                         hint="'trackerbackup offsite list --all-hosts' shows what there is")
+    return max(complete, key=lambda b: b.id)
+
+
+@contextmanager
+def fetch(conf: Config, backup_type: str, backup_id: str | None,
+          host: str | None = None) -> Iterator[StoredBackup]:
+    """An off-site backup as a local one, in a private scratch directory under
+    general.backup_dir, removed afterwards. Caller holds the type's lock."""
+    restic = Restic(conf)
+    host = host or conf.offsite.host_name
+    chosen = choose(offsite_backups(restic, backup_type, host), backup_type, backup_id, host)
+    root = Path(conf.general.backup_dir)
+    Repository(root).backups(backup_type)  # checks (never creates) the directory's safety
+    for leftover in root.glob(f"{SCRATCH_PREFIX}{backup_type}-*"):
+        shutil.rmtree(leftover, ignore_errors=True)  # a killed fetch; we hold the lock
+    scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{backup_type}-", dir=root))
+    try:
+        yield _fetch_into(restic, chosen, scratch / chosen.id)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _fetch_into(restic: Restic, chosen: OffsiteBackup, directory: Path) -> StoredBackup:
+    os.mkdir(directory, 0o700)
+    assert chosen.manifest is not None
+    text = bytearray()
+    restic.dump(chosen.manifest.id, MANIFEST, text.extend)
+    manifest = _parse(bytes(text), directory, chosen)
+    artifacts = []
+    data = {snap.paths[0].lstrip("/") if snap.paths else "": snap for snap in chosen.data}
+    for artifact in manifest.artifacts:
+        name = raw_name(artifact.name, artifact.compression)
+        if name not in data:
+            raise OffsiteFailed(f"the off-site backup has no snapshot of {name}",
+                                op="fetch from off-site", path=chosen.id,
+                                hint="restore another backup (--id)")
+        _dump_checked(restic, data[name].id, name, directory / name, artifact.raw_size,
+                      artifact.raw_sha256)
+        artifacts.append(replace(artifact, name=name, compression="none",
+                                 size=artifact.raw_size, sha256=artifact.raw_sha256))
+    local = replace(manifest, artifacts=tuple(artifacts))
+    write_manifest(directory, local)
+    return StoredBackup(directory, local)
+
+
+def _parse(text: bytes, directory: Path, chosen: OffsiteBackup) -> Manifest:
+    try:
+        manifest = parse_manifest(tomllib.loads(text.decode("utf-8")), directory / MANIFEST)
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as error:
+        raise ManifestError(f"the off-site manifest is not TOML: {error}",
+                            op="fetch from off-site", path=chosen.id) from error
+    if (manifest.type, manifest.id) != (chosen.type, chosen.id):
+        raise ManifestError(f"the off-site manifest is of {manifest.type} {manifest.id}, "
+                            f"its tags say {chosen.type} {chosen.id}",
+                            op="fetch from off-site", path=chosen.id)
+    return manifest
+
+
+def _dump_checked(restic: Restic, snapshot: str, name: str, dest: Path, size: int,
+                  sha256: str) -> None:
+    digest = hashlib.sha256()
+    with open(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600),
+              "wb") as out:
+        def write(chunk: bytes) -> None:
+            digest.update(chunk)
+            out.write(chunk)
+
+        restic.dump(snapshot, name, write)
+        out.flush()
+        os.fsync(out.fileno())
+        written = out.tell()
+    if written != size or digest.hexdigest() != sha256:
+        raise OffsiteFailed(f"{name} fetched from off-site has {written:,} bytes, sha256 "
+                            f"{digest.hexdigest()[:16]}..., the manifest says {size:,} and "
+                            f"{sha256[:16]}...", op="fetch from off-site", path=dest.name,
+                            hint="the off-site copy is damaged: run 'restic check "
+                                 "--read-data', restore another backup (--id)")
