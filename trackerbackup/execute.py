@@ -94,8 +94,9 @@ def feed(argv: Sequence[str], source: IO[bytes], *, op: str, secrets: Sequence[s
         except BrokenPipeError:
             pass  # it stopped reading: its exit status and stderr say why
         process.wait()
-    out.seek(0)
-    return subprocess.CompletedProcess(list(argv), 0, out.read(MAX_CAPTURED_STDOUT), b"")
+        out.seek(0)
+        stdout = out.read(MAX_CAPTURED_STDOUT)
+    return subprocess.CompletedProcess(list(argv), 0, stdout, b"")
 
 
 def drain(argv: Sequence[str], sink: Callable[[bytes], object], *, op: str,

@@ -92,11 +92,12 @@ def sync(conf: Config, backup_type: str, restic: Restic | None = None) -> list[s
             leftovers = [s.id for b in remote if b.id == backup.id for s in b.snapshots]
             push(restic, backup, host, leftovers)
             pushed.append(backup.id)
-    except TrackerBackupError as error:
+    except (TrackerBackupError, OSError) as error:
         _record(conf, backup_type, ok=False)
         log.error("copying %s backups off-site failed: %s", backup_type, error,
                   extra=fields(Event.OFFSITE_PUSH_FAILED, type=backup_type))
-        error.logged = True
+        if isinstance(error, TrackerBackupError):
+            error.logged = True
         raise
     _record(conf, backup_type, ok=True)
     return pushed
