@@ -50,7 +50,8 @@ from trackerbackup.offsite import (
     push_tags,
     with_stale_locks_removed,
 )
-from trackerbackup.repository import Backup, Repository, parse_id
+from trackerbackup.repository import FIX_BACKUP_DIR, Backup, Repository, parse_id
+from trackerbackup.safefs import check_ancestors, private_dir
 from trackerbackup.sources import StoredBackup
 from trackerbackup.stream import SUFFIX, open_raw
 
@@ -174,7 +175,8 @@ def fetch(conf: Config, backup_type: str, backup_id: str | None,
     host = host or conf.offsite.host_name
     chosen = choose(offsite_backups(restic, backup_type, host), backup_type, backup_id, host)
     root = Path(conf.general.backup_dir)
-    Repository(root).backups(backup_type)  # checks (never creates) the directory's safety
+    check_ancestors(root, "general.backup_dir")  # a new VM may have none yet: made 0700
+    private_dir(root, create=True, what="general.backup_dir", fix=FIX_BACKUP_DIR)
     for leftover in root.glob(f"{SCRATCH_PREFIX}{backup_type}-*"):
         shutil.rmtree(leftover, ignore_errors=True)  # a killed fetch; we hold the lock
     scratch = Path(tempfile.mkdtemp(prefix=f"{SCRATCH_PREFIX}{backup_type}-", dir=root))

@@ -90,7 +90,7 @@ def test_every_number_has_bounds() -> None:
                if k.kind in (Kind.INTEGER, Kind.NUMBER)]
     assert {k.name for k in numbers} == {
         "min_free_bytes", "max_writer_stall", "compression_level", "keep_last", "keep_daily",
-        "keep_weekly", "keep_monthly", "max_age_days"}
+        "keep_weekly", "keep_monthly", "max_age_days", "timeout"}
     for key in numbers:
         assert key.bounds is not None or key.setting.range_by is not None, key.name
 
