@@ -13,6 +13,7 @@ import signal
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -46,7 +47,7 @@ def tb(site: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]
     return result
 
 
-def restic_snapshots(site: Path) -> list[dict[str, object]]:
+def restic_snapshots(site: Path) -> list[dict[str, Any]]:
     out = subprocess.run([RESTIC, "snapshots", "--json"], check=True, capture_output=True,
                          env={"RESTIC_REPOSITORY": f"{site}/repo",
                               "RESTIC_PASSWORD_FILE": f"{site}/restic.pw",
@@ -110,7 +111,8 @@ def test_unreachable_repository_fails_the_run_and_the_next_run_catches_up(
     for _ in range(2):
         failed = tb(site, pushed, "run", "selective")
         assert failed.returncode == 1
-        assert "off-site" in failed.stderr and "hint:" in failed.stderr
+        assert "off-site" in failed.stderr
+        assert "hint:" in failed.stderr
     metric = (site / "trackerbackup_selective_offsite.prom").read_text()
     assert 'trackerbackup_offsite_last_run_success{type="selective"} 0' in metric
     assert "last_success_timestamp_seconds" in metric  # the last success is kept

@@ -41,3 +41,31 @@ def test_a_program_that_cannot_start_is_an_environment_problem(tmp_path: Path) -
             execute.run((program, "--version"), op="run the hook")
         assert caught.value.exit_code == 3
         assert caught.value.op == "run the hook"
+
+
+def test_feed_streams_stdin_and_returns_stdout() -> None:
+    import io
+    source = io.BytesIO(b"x" * (3 * execute.CHUNK + 5))
+    script = "import sys; print(len(sys.stdin.buffer.read()))"
+    result = execute.feed([sys.executable, "-c", script], source, op="count")
+    assert result.stdout == f"{3 * execute.CHUNK + 5}\n".encode()
+
+
+def test_feed_reports_an_early_exit_with_its_stderr() -> None:
+    import io
+    script = "import sys; sys.stderr.write('Fatal: wrong password'); sys.exit(1)"
+    with pytest.raises(execute.CommandFailed, match="wrong password") as caught:
+        execute.feed([sys.executable, "-c", script], io.BytesIO(b"y" * execute.CHUNK * 4),
+                     op="push")
+    assert caught.value.returncode == 1
+
+
+def test_drain_hands_stdout_over_in_chunks_and_times_out() -> None:
+    chunks: list[bytes] = []
+    script = "import sys; sys.stdout.buffer.write(b'z' * 3000000)"
+    execute.drain([sys.executable, "-c", script], chunks.append, op="dump")
+    assert sum(map(len, chunks)) == 3000000
+    assert max(map(len, chunks)) <= execute.CHUNK
+    with pytest.raises(execute.CommandFailed, match="timed out"):
+        execute.drain([sys.executable, "-c", "import time; time.sleep(5)"], chunks.append,
+                      op="dump", timeout=0.3)

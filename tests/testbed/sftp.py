@@ -1,0 +1,91 @@
+"""An sftp server container for off-site tests: openssh-server, key auth, repository in /srv.
+
+restic runs on the host and reaches it through `-o sftp.command=ssh ...` with a key made
+for the test; the container can be stopped, started and paused (an unreachable server).
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from tests.testbed.engine import TestbedError, docker
+from tests.testbed.images import ensure_sftp_image
+from tests.testbed.stack import LABEL, TESTBED_DIR, down_project
+
+REPOSITORY_PATH = "/srv/restic/repo"
+
+
+class SftpServer:
+    def __init__(self) -> None:
+        self.project = f"tbsftp-{secrets.token_hex(4)}"
+        self.container = f"{self.project}-sftp"
+        self.keys = Path(tempfile.mkdtemp(prefix=f"{self.project}-"))
+        self.key = self.keys / "id_ed25519"
+        self.ip = ""
+
+    def __enter__(self) -> SftpServer:
+        try:
+            self.up()
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.down()
+
+    def up(self) -> None:
+        image = ensure_sftp_image()
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)],
+                       check=True)
+        shutil.copy(self.key.with_suffix(".pub"), self.keys / "authorized_keys")
+        docker("run", "-d", "--init", "--name", self.container,
+               "--label", f"{LABEL}={self.project}",
+               "-v", f"{self.keys}:/keys:ro", "-v", f"{TESTBED_DIR}:/testbed:ro", image)
+        self.ip = docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}"
+                         "{{end}}", self.container).strip()
+        self.wait_ready()
+
+    def down(self) -> None:
+        down_project(self.project)
+        shutil.rmtree(self.keys, ignore_errors=True)
+
+    def ssh_command(self) -> str:
+        """The ssh command restic's sftp backend runs (restic -o sftp.command=...)."""
+        return (f"ssh -i {self.key} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null"
+                f" -o LogLevel=ERROR -o BatchMode=yes -o ConnectTimeout=5"
+                f" -o ServerAliveInterval=2 -o ServerAliveCountMax=2 root@{self.ip} -s sftp")
+
+    @property
+    def repository(self) -> str:
+        return f"sftp:root@{self.ip}:{REPOSITORY_PATH}"
+
+    def wait_ready(self, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        argv = self.ssh_command().replace(" -s sftp", " true").split()
+        while time.monotonic() < deadline:
+            if subprocess.run(argv, capture_output=True, check=False).returncode == 0:
+                return
+            time.sleep(0.3)
+        raise TestbedError(f"sftp server {self.container} did not accept ssh within "
+                           f"{timeout} s: docker logs {self.container}")
+
+    def stop(self) -> None:
+        docker("stop", "-t", "2", self.container)
+
+    def start(self) -> None:
+        docker("start", self.container)
+        self.wait_ready()
+
+    def pause(self) -> None:
+        docker("pause", self.container)
+
+    def unpause(self) -> None:
+        docker("unpause", self.container)
