@@ -80,9 +80,11 @@ def cmd_verify(conf: Config, args: argparse.Namespace) -> int:
 
 
 def run_verify_job(conf: Config) -> int:
-    """`trackerbackup run verify`: the newest backup of every enabled type, with pings."""
+    """`trackerbackup run verify`: the newest backup of every enabled type (and, with an
+    [offsite] repository, the repository and one sampled off-site backup), with pings."""
     runner.ping(conf.monitoring.ping_start, None)
-    status = cmd_verify(conf, argparse.Namespace(type=None, id=None, latest=True, all=False))
+    status = cmd_verify(conf, argparse.Namespace(type=None, id=None, latest=True, all=False,
+                                                 offsite=conf.offsite.enabled))
     if status == ExitCode.OK:
         runner.ping(conf.monitoring.ping_success, None)
     else:
