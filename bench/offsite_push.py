@@ -17,6 +17,7 @@ Targets (issue 13): time <= 1.1x and growth <= 1.1x of the bare push's.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import os
 import random
 import sqlite3
@@ -28,8 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.sqlite_workload import build_tracker_db, info_hash
-from tests.trees import make_tree
+from tests.testbed.tree import create_sqlite_db, create_tree
 
 ROOT = Path(__file__).resolve().parents[1]
 RESTIC = "/usr/bin/restic"
@@ -85,7 +85,8 @@ def tracker_day(db: Path, rows: int, seed: int = 7) -> None:
     try:
         connection.execute("BEGIN")
         connection.executemany("INSERT INTO torrents (info_hash, completed) VALUES (?, 1)",
-                               ((info_hash(rows + n),) for n in range(1, rows // 200 + 1)))
+                               ((hashlib.sha1(f"new-{n}".encode()).hexdigest(),)
+                                for n in range(1, rows // 200 + 1)))
         hot = rng.sample(range(1, rows + 1), rows // 50)
         connection.executemany("UPDATE torrents SET completed = completed + 1 WHERE id = ?",
                                ((n,) for n in hot))
@@ -148,7 +149,7 @@ def table(title: str, results: dict[str, tuple[float, int]]) -> list[str]:
         ratio = "" if "(first)" in name else (
             f"{wall / bare[0]:.2f}x | {growth / max(bare[1], 1):.2f}x")
         lines.append(f"| {name} | {wall:.2f} | {growth / 1e6:.2f} | {ratio or ' | '} |")
-    return lines + [""]
+    return [*lines, ""]
 
 
 def main() -> None:
@@ -163,9 +164,9 @@ def main() -> None:
         (work / "pw").chmod(0o600)
         for repo in ("repo-tb", "repo-bare", "repo-zst"):
             init(work, work / repo)
-        db, compose = work / "tracker.db", work / "opt/torrust"
-        build_tracker_db(db, args.rows)
-        make_tree(compose)
+        db = work / "tracker.db"
+        create_sqlite_db(db, args.rows, seed=1, journal_mode="delete")
+        compose = create_tree(work / "site")
         add_blobs(compose / "storage/caddy/data/blobs", count=24)
         config = write_config(work, "bench", db, compose)
         size = db.stat().st_size / 1e6

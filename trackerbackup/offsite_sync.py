@@ -24,6 +24,7 @@ import tempfile
 import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
+from functools import partial
 from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +35,7 @@ from trackerbackup.errors import TrackerBackupError, UsageError
 from trackerbackup.log import Event, fields, get_logger
 from trackerbackup.manifest import (
     MANIFEST,
+    MAX_MANIFEST_BYTES,
     Manifest,
     ManifestError,
     parse_manifest,
@@ -86,12 +88,15 @@ def sync(conf: Config, backup_type: str, restic: Restic | None = None) -> list[s
     try:
         restic = restic or Restic(conf)
         host = conf.offsite.host_name
-        remote = offsite_backups(restic, backup_type, host)
+        remote = with_stale_locks_removed(
+            restic, lambda: offsite_backups(restic, backup_type, host))
         local = Repository(conf.general.backup_dir).backups(backup_type)
         pushed = []
         for backup in pending(local, remote):
+            # A stale exclusive lock (a killed prune) refuses even a push: proven stale, it
+            # goes, and the push starts again from the artifact's first byte.
             leftovers = [s.id for b in remote if b.id == backup.id for s in b.snapshots]
-            push(restic, backup, host, leftovers)
+            with_stale_locks_removed(restic, partial(push, restic, backup, host, leftovers))
             pushed.append(backup.id)
     except (TrackerBackupError, OSError) as error:
         _record(conf, backup_type, ok=False)
@@ -107,7 +112,7 @@ def sync(conf: Config, backup_type: str, restic: Restic | None = None) -> list[s
 def push(restic: Restic, backup: Backup, host: str, leftovers: list[str]) -> None:
     """One backup: its artifacts' raw content, then its manifest (the commit marker)."""
     if leftovers:  # an interrupted push of this backup: its snapshots are incomplete
-        with_stale_locks_removed(restic, lambda: restic.forget(leftovers, prune=False))
+        restic.forget(leftovers, prune=False)
     manifest = read_manifest(backup.path)
     for artifact in manifest.artifacts:
         with open_raw(backup.path / artifact.name, artifact.compression) as raw:
@@ -190,7 +195,15 @@ def _fetch_into(restic: Restic, chosen: OffsiteBackup, directory: Path) -> Store
     os.mkdir(directory, 0o700)
     assert chosen.manifest is not None
     text = bytearray()
-    restic.dump(chosen.manifest.id, MANIFEST, text.extend)
+
+    def collect(chunk: bytes) -> None:
+        text.extend(chunk)
+        if len(text) > MAX_MANIFEST_BYTES:  # never trust the repository's sizes
+            raise ManifestError(f"the off-site manifest is larger than "
+                                f"{MAX_MANIFEST_BYTES:,} bytes", op="fetch from off-site",
+                                path=chosen.id)
+
+    restic.dump(chosen.manifest.id, MANIFEST, collect)
     manifest = _parse(bytes(text), directory, chosen)
     artifacts = []
     data = {snap.paths[0].lstrip("/") if snap.paths else "": snap for snap in chosen.data}

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -16,7 +15,9 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_database_sqlite import ROOT, add_config, trackerbackup
+from tests.e2e.test_database_sqlite import add_config
+from tests.kit.cli import command, environment, trackerbackup
+from tests.kit.wait import wait_until
 from tests.testbed.sftp import SftpServer
 from tests.testbed.stack import Stack, toml_str
 
@@ -86,7 +87,7 @@ class CmdlineWatch:
 
 
 def tb(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    result = trackerbackup(stack, *args)
+    result = trackerbackup(stack.config_path, *args)
     assert PASSWORD not in result.stdout + result.stderr
     return result
 
@@ -170,15 +171,10 @@ def test_paused_server_is_a_clear_failure_within_the_timeout(offsite_stack: Stac
 
 def test_push_killed_with_sigkill_then_the_next_run_is_clean(offsite_stack: Stack) -> None:
     stack = offsite_stack
-    run = subprocess.Popen(
-        [sys.executable, "-m", "trackerbackup", "--config", str(stack.config_path),
-         "--log-target", "console", "run", "database"],
-        cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not _restic_backup_running(run.pid):
-        time.sleep(0.05)
-    assert _restic_backup_running(run.pid), "no restic push was seen"
+    run = subprocess.Popen(command(stack.config_path, "run", "database"), env=environment(),
+                           start_new_session=True, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+    wait_until(lambda: _restic_backup_running(run.pid), 120, what="restic's push")
     os.killpg(run.pid, signal.SIGKILL)  # the run and its restic, as systemd's SIGKILL does
     run.wait()
     ran = tb(stack, "run", "database")

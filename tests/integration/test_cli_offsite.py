@@ -11,15 +11,14 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.test_cli_selective import site, trackerbackup
+from tests.kit.cli import trackerbackup
+from tests.kit.wait import wait_until
 
-__all__ = ["site"]
 RESTIC = shutil.which("restic") or "/usr/bin/restic"
 PASSWORD = "offsite-test-pw-7f3a9c"
 pytestmark = pytest.mark.skipif(not os.path.exists(RESTIC), reason="restic is not installed")
@@ -42,7 +41,7 @@ def configure(site: Path, *, host: str = "tracker-a", extra: str = "") -> Path:
 
 
 def tb(site: Path, config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    result = trackerbackup(site, *args, config=config)
+    result = trackerbackup(config, *args)
     assert PASSWORD not in result.stdout + result.stderr
     return result
 
@@ -182,9 +181,7 @@ def test_a_killed_push_leaves_a_stale_lock_the_next_prune_removes(site: Path,
         [RESTIC, "backup", "--stdin", "--stdin-filename", "files.tar", "--host", "tracker-a",
          "--tag", "trackerbackup,type=selective,id=20200101T000000.000000Z,part=data"],
         stdin=subprocess.PIPE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 30
-    while not any((site / "repo/locks").iterdir()) and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: any((site / "repo/locks").iterdir()), 30, what="restic's lock")
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait()
     assert any((site / "repo/locks").iterdir())

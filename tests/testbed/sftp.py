@@ -10,11 +10,12 @@ import secrets
 import shutil
 import subprocess
 import tempfile
-import time
 from pathlib import Path
 from types import TracebackType
 
-from tests.testbed.engine import TestbedError, docker
+from tests.kit.wait import wait_until
+from tests.testbed import TestbedError
+from tests.testbed.engine import docker
 from tests.testbed.images import ensure_sftp_image
 from tests.testbed.stack import LABEL, TESTBED_DIR, down_project
 
@@ -68,14 +69,13 @@ class SftpServer:
         return f"sftp:root@{self.ip}:{REPOSITORY_PATH}"
 
     def wait_ready(self, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
         argv = self.ssh_command().replace(" -s sftp", " true").split()
-        while time.monotonic() < deadline:
-            if subprocess.run(argv, capture_output=True, check=False).returncode == 0:
-                return
-            time.sleep(0.3)
-        raise TestbedError(f"sftp server {self.container} did not accept ssh within "
-                           f"{timeout} s: docker logs {self.container}")
+        try:
+            wait_until(lambda: subprocess.run(argv, capture_output=True,
+                                              check=False).returncode == 0,
+                       timeout, interval=0.3, what=f"ssh into {self.container}")
+        except TimeoutError as error:
+            raise TestbedError(f"{error}: docker logs {self.container}") from error
 
     def stop(self) -> None:
         docker("stop", "-t", "2", self.container)
