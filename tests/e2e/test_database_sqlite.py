@@ -273,5 +273,5 @@ def test_not_a_database_and_corrupt_pages_are_refused(sqlite_stack: Stack,
         sqlite_stack.config_path.read_text().replace(str(text_file), str(corrupt)))
     result = trackerbackup(sqlite_stack.config_path, "run", "database")
     assert result.returncode == 1, result.stderr
-    assert "the snapshot failed integrity_check" in result.stderr
+    assert "the snapshot failed quick_check" in result.stderr  # the default check
     assert backups(sqlite_stack) == []
