@@ -138,3 +138,33 @@ def test_full_restore_then_merge_of_a_newer_critical_snapshot_gives_the_newer_st
     stack.start_writer()  # the tracker runs on the merged database
     assert stack.wait_for_commits(20)["failed"] == 0
     assert stack.stop_writer()["failed"] == 0
+
+
+def test_a_merge_stops_the_running_tracker_and_starts_it_again(
+    sqlite_stack: Stack, tmp_path: Path
+) -> None:
+    stack = sqlite_stack
+    stack.config_path.write_text(stack.config_path.read_text() + CRITICAL)
+    stack.wait_for_commits(100)
+    assert trackerbackup(stack, "run", "critical").returncode == 0
+    [backup] = critical_backups(stack)
+    snapshot, _ = expanded(backup, tmp_path / "c.db")
+    stack.wait_for_commits(stack.writer_status()["committed"] + 100)  # counted on since
+
+    merged = trackerbackup(stack, "restore", "critical", "--latest", "--merge", "--yes")
+
+    assert merged.returncode == 0, merged.stderr
+    assert "stop container" in merged.stdout
+    assert "start container" in merged.stdout
+    [safety] = (stack.backup_dir / "safety").iterdir()
+    assert (safety / "restore.toml").exists()
+    status = stack.wait_for_commits(stack.writer_status()["committed"] + 20)
+    assert status["failed"] == 0, status["errors"]
+    assert stack.stop_writer()["failed"] == 0
+    with sqlite3.connect(f"file:{snapshot}?mode=ro", uri=True) as saved, \
+            sqlite3.connect(f"file:{stack.db_path}?mode=ro", uri=True) as live:
+        counts = dict(live.execute("SELECT info_hash, completed FROM torrents"))
+        for info_hash, count in saved.execute("SELECT info_hash, completed FROM torrents"):
+            assert counts[info_hash] >= count  # nothing counted since was lowered
+        assert set(saved.execute("SELECT key FROM keys")) <= set(live.execute(
+            "SELECT key FROM keys"))
