@@ -4,11 +4,11 @@ same database, with a tracker-like writer committing all along.
     sudo /usr/bin/python3 bench/critical_run.py --rows 5000000 --out /tmp/critical-bench.md
 
 A tracker database of `--rows` torrents (about 3% with completed > 0; keys, whitelist,
-metrics) is built once, then for each journal mode (rollback, WAL) the writer of
-tests/integration/sqlite_workload.py runs while the two types alternate `--repeat`
-times. Reported: median wall time of each `run` (process start to exit: snapshot,
-check, compression, read-back, commit), the stored artifact's size, the manifest's
-writer wait, and the writer's own worst commit latency and failures over the whole mode.
+metrics) is built once (tests/testbed/tree.py), then for each journal mode (rollback,
+WAL) the test bed's writer (tests/kit/local_tracker.py) runs while the two types
+alternate `--repeat` times. Reported: median wall time of each `run` (process start to
+exit: snapshot, check, compression, read-back, commit), the stored artifact's size, the
+manifest's writer wait, and the writer's own worst commit latency and failures over the whole mode.
 The database is found by `sqlite.host_path` (no container), so an over-budget rollback
 copy runs under the lock instead of pausing a tracker: its stall is measured, not hidden.
 """
@@ -19,7 +19,6 @@ import argparse
 import os
 import sqlite3
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,20 +27,20 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.sqlite_workload import Writer, build_tracker_db
+from tests.kit.cli import trackerbackup
+from tests.kit.local_tracker import LocalWriter
+from tests.testbed.tree import create_sqlite_db
 
-ROOT = Path(__file__).resolve().parents[1]
 TYPES = ("database", "critical")
 
 
 def run_type(config: Path, work: Path, backup_type: str) -> tuple[float, int, float]:
     """(wall seconds, stored bytes, writers_waited seconds) of one run."""
     started = time.monotonic()
-    subprocess.run([sys.executable, "-m", "trackerbackup", "--config", str(config),
-                    "--log-target", "console", "run", backup_type], check=True, cwd=ROOT,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL)
+    result = trackerbackup(config, "run", backup_type)
     wall = time.monotonic() - started
+    if result.returncode != 0:
+        raise SystemExit(f"run {backup_type} failed: {result.stderr}")
     [manifest] = (work / "backups" / backup_type).glob("2*/manifest.toml")
     record = tomllib.loads(manifest.read_text())
     source = record["source"]
@@ -52,7 +51,7 @@ def run_type(config: Path, work: Path, backup_type: str) -> tuple[float, int, fl
     return wall, sum(a["size"] for a in record["artifacts"]), waited
 
 
-def bench_mode(db: Path, rows: int, work: Path, mode: str, repeat: int) -> list[str]:
+def bench_mode(db: Path, work: Path, mode: str, repeat: int) -> list[str]:
     with sqlite3.connect(db, isolation_level=None) as connection:
         connection.execute(f"PRAGMA journal_mode = {mode}")
     config = work / f"config-{mode}.toml"
@@ -61,14 +60,14 @@ def bench_mode(db: Path, rows: int, work: Path, mode: str, repeat: int) -> list[
         f'docker = "/nonexistent/docker"\n[sqlite]\nhost_path = "{db}"\n'
         f'[database.retention]\nkeep_last = 1\nkeep_daily = 0\n'
         f'[critical.retention]\nkeep_last = 1\nkeep_daily = 0\n')
-    writer = Writer(db, rows, work)
+    writer = LocalWriter(db, work / f"writer-{mode}")
     results: dict[str, list[tuple[float, int, float]]] = {t: [] for t in TYPES}
     try:
         writer.wait_for_commits(50)
         for _ in range(repeat):
             for backup_type in TYPES:
                 results[backup_type].append(run_type(config, work, backup_type))
-                writer.wait_for_commits(20)
+                writer.wait_for_commits(writer.committed() + 20)
     finally:
         stats = writer.stop()
     full = statistics.median(r[0] for r in results["database"])
@@ -80,8 +79,8 @@ def bench_mode(db: Path, rows: int, work: Path, mode: str, repeat: int) -> list[
         lines.append(f"| {mode} | {backup_type} | {wall:.2f} | {wall / full:.1%} | "
                      f"{size / 1e6:.1f} | {waited * 1000:.0f} |")
     lines.append(f"| {mode} | writer over the whole mode | | | | max commit "
-                 f"{stats.max_latency_ms:.0f} ms, {stats.failures} failed of "
-                 f"{stats.commits + stats.failures} |")
+                 f"{stats['max_stall_ms']:.0f} ms, {stats['failed']} failed of "
+                 f"{stats['committed'] + stats['failed']} |")
     return lines
 
 
@@ -95,7 +94,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="critical-bench-") as name:
         work = Path(name)
         db = work / "tracker.db"
-        build_tracker_db(db, args.rows)
+        create_sqlite_db(db, args.rows, seed=1, journal_mode="delete")
         with sqlite3.connect(db) as connection:
             completed = connection.execute(
                 "SELECT count(*) FROM torrents WHERE completed > 0").fetchone()[0]
@@ -104,7 +103,7 @@ def main() -> None:
                  "max writer wait (manifest) ms |",
                  "| --- | --- | ---: | ---: | ---: | ---: |"]
         for mode in ("delete", "wal"):
-            lines += bench_mode(db, args.rows, work, mode, args.repeat)
+            lines += bench_mode(db, work, mode, args.repeat)
     text = "\n".join(lines) + (
         f"\n\n{args.rows} torrents rows ({completed} with completed > 0), {size:.0f} MB, "
         f"{args.repeat} repeats, {os.cpu_count()} CPUs, writer committing every 5 ms\n")

@@ -5,10 +5,7 @@ of a newer critical snapshot gives every key and completed count of the newer st
 
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import tomllib
 from collections.abc import Callable
@@ -17,25 +14,17 @@ from typing import Any
 
 import pytest
 
+from tests.kit.cli import trackerbackup
 from tests.testbed.prefix import compare, read_seq_sqlite, replay, sqlite_tables
 from tests.testbed.stack import Stack
 from trackerbackup.stream import open_raw
 
 pytestmark = pytest.mark.testbed
 
-ROOT = Path(__file__).parents[2]
 BUDGET_S = 1.0  # sqlite.max_writer_stall (the default)
 # The default selection, plus the writer's sequence table so a snapshot names its prefix.
 CRITICAL = ('[critical]\ntables = ["keys", "whitelist", "torrent_aggregate_metrics", '
             '"torrents", "_testbed_seq"]\n[critical.retention]\nkeep_last = 10\n')
-
-
-def trackerbackup(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "trackerbackup", "--config", str(stack.config_path),
-         "--log-target", "console", *args],
-        cwd=ROOT, capture_output=True, text=True, check=False, timeout=600,
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdin=subprocess.DEVNULL)
 
 
 def critical_backups(stack: Stack) -> list[Path]:
@@ -80,7 +69,7 @@ def test_critical_snapshots_are_the_filter_of_a_commit_prefix_and_no_write_fails
     stack.config_path.write_text(stack.config_path.read_text() + CRITICAL)
     stack.wait_for_commits(200)
     for _ in range(3):
-        result = trackerbackup(stack, "run", "critical")
+        result = trackerbackup(stack.config_path, "run", "critical")
         assert result.returncode == 0, result.stderr
     stack.wait_for_commits(stack.writer_status()["committed"] + 100)
     status = stack.stop_writer()
@@ -105,19 +94,19 @@ def test_full_restore_then_merge_of_a_newer_critical_snapshot_gives_the_newer_st
     stack = sqlite_stack
     stack.config_path.write_text(stack.config_path.read_text() + CRITICAL)
     stack.wait_for_commits(100)
-    assert trackerbackup(stack, "run", "database").returncode == 0
+    assert trackerbackup(stack.config_path, "run", "database").returncode == 0
     stack.wait_for_commits(stack.writer_status()["committed"] + 300)  # new keys and counts
-    ran = trackerbackup(stack, "run", "critical")
+    ran = trackerbackup(stack.config_path, "run", "critical")
     assert ran.returncode == 0, ran.stderr
     stack.wait_for_commits(stack.writer_status()["committed"] + 50)
     assert stack.stop_writer()["failed"] == 0
     [backup] = critical_backups(stack)
     newer_seq = assert_critical_prefix(stack, expanded(backup, tmp_path / "c.db")[0])
 
-    full = trackerbackup(stack, "restore", "database", "--latest", "--yes")
+    full = trackerbackup(stack.config_path, "restore", "database", "--latest", "--yes")
     assert full.returncode == 0, full.stderr
     older_seq = read_seq_sqlite(stack.db_path)
-    merged = trackerbackup(stack, "restore", "critical", "--latest", "--merge", "--yes")
+    merged = trackerbackup(stack.config_path, "restore", "critical", "--latest", "--merge", "--yes")
     assert merged.returncode == 0, merged.stderr
 
     assert older_seq < newer_seq
@@ -146,12 +135,12 @@ def test_a_merge_stops_the_running_tracker_and_starts_it_again(
     stack = sqlite_stack
     stack.config_path.write_text(stack.config_path.read_text() + CRITICAL)
     stack.wait_for_commits(100)
-    assert trackerbackup(stack, "run", "critical").returncode == 0
+    assert trackerbackup(stack.config_path, "run", "critical").returncode == 0
     [backup] = critical_backups(stack)
     snapshot, _ = expanded(backup, tmp_path / "c.db")
     stack.wait_for_commits(stack.writer_status()["committed"] + 100)  # counted on since
 
-    merged = trackerbackup(stack, "restore", "critical", "--latest", "--merge", "--yes")
+    merged = trackerbackup(stack.config_path, "restore", "critical", "--latest", "--merge", "--yes")
 
     assert merged.returncode == 0, merged.stderr
     assert "stop container" in merged.stdout

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.sqlite_workload import build_tracker_db
-from tests.integration.test_cli_restore import cli
+from tests.kit.cli import trackerbackup as cli
+from tests.testbed.tree import create_sqlite_db
 
 
 def configured(tmp_path: Path, journal_mode: str, extra: str = "") -> tuple[Path, Path]:
     live = tmp_path / "tracker.db"
-    build_tracker_db(live, 3000, journal_mode)
+    create_sqlite_db(live, 3000, seed=1, journal_mode=journal_mode)
     config = tmp_path / "trackerbackup.toml"
     config.write_text(
         f'[general]\nbackup_dir = "{tmp_path}/backups"\nrun_dir = "{tmp_path}/run"\n'
@@ -57,7 +57,7 @@ def test_a_critical_run_records_its_method_rows_and_writer_wait(
         "critical", method, strategy)
     assert source["writers_waited_seconds"] <= 1.0  # sqlite.max_writer_stall
     assert source["table_rows"] == {"keys": 10, "torrent_aggregate_metrics": 1,
-                                    "torrents": len(completed(live)), "whitelist": 300}
+                                    "torrents": len(completed(live)), "whitelist": 30}
     assert source["row_filters"] == ["torrents.completed > 0"]
     assert verified.returncode == 0, verified.stderr
     assert "row counts of 4 tables match the manifest" in verified.stdout

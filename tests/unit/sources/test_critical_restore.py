@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.sqlite_workload import build_tracker_db
+from tests.testbed.tree import create_sqlite_db
 from trackerbackup.errors import UsageError
 from trackerbackup.rowfilter import parse
 from trackerbackup.sources.critical_restore import apply_snapshot, natural_key
@@ -35,7 +35,7 @@ def snapshot_and_live(tmp_path: Path) -> tuple[Path, Path]:
     """A critical snapshot of a tracker database, and the live database after it moved on
     in every way a merge must handle."""
     live = tmp_path / "tracker.db"
-    build_tracker_db(live, 2000)
+    create_sqlite_db(live, 2000, seed=1, journal_mode="delete")
     snapshot = tmp_path / "critical.db"
     filtered_copy(lambda: connect(live), live, snapshot, SELECTION)
     execute(live,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.sqlite_workload import build_tracker_db
+from tests.testbed.tree import create_sqlite_db
 from trackerbackup.errors import BackupFailed
 from trackerbackup.rowfilter import parse
 from trackerbackup.sqlite import filtered
@@ -27,7 +27,7 @@ def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
 @pytest.fixture(params=["delete", "wal"])
 def tracker_db(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
     db = tmp_path / "tracker.db"
-    build_tracker_db(db, 3000, request.param)
+    create_sqlite_db(db, 3000, seed=1, journal_mode=request.param)
     return db
 
 
