@@ -15,6 +15,8 @@ from __future__ import annotations
 import sys
 from dataclasses import dataclass
 
+from trackerbackup.retention import RetentionPolicy
+
 SELECTIVE_DEFAULT_PATHS = (
     "storage/tracker/etc",
     "storage/caddy/etc",
@@ -24,6 +26,13 @@ SELECTIVE_DEFAULT_PATHS = (
     "docker-compose.yml",
     ".env",
 )
+# What an operator cannot get back from the next announces (issue 15): the auth keys, the
+# whitelist, the download counters and the torrents that were downloaded at least once.
+CRITICAL_DEFAULT_TABLES = ("keys", "whitelist", "torrent_aggregate_metrics", "torrents")
+CRITICAL_DEFAULT_ROW_FILTERS = ("torrents.completed > 0",)
+DEFAULT_RETENTION = RetentionPolicy()
+# Every 15 minutes: the last 24 hours of snapshots, then one a day for a week.
+CRITICAL_RETENTION = RetentionPolicy(keep_last=96, keep_daily=7)
 
 
 @dataclass(frozen=True)
@@ -35,6 +44,9 @@ class BackupType:
     available: bool  # a source exists in this version (sources/registry.py)
     paths: tuple[str, ...] | None = None  # default of the table's `paths`; None: no such key
     exclude: bool = False  # the table has an `exclude` key
+    tables: tuple[str, ...] | None = None  # default of `tables`; None: no such key
+    row_filters: tuple[str, ...] = ()  # default of `row_filters` (with `tables` only)
+    retention: RetentionPolicy = DEFAULT_RETENTION
 
 
 TYPES = (
@@ -45,6 +57,10 @@ TYPES = (
     BackupType("selective", "what an operator cannot lose: configuration, TLS data, the "
                "compose file and its .env", available=True, paths=SELECTIVE_DEFAULT_PATHS,
                exclude=True),
+    BackupType("critical", "a filtered snapshot of what the tracker cannot get back from "
+               "announces (keys, whitelist, metrics, downloaded torrents), every 15 minutes",
+               available=True, tables=CRITICAL_DEFAULT_TABLES,
+               row_filters=CRITICAL_DEFAULT_ROW_FILTERS, retention=CRITICAL_RETENTION),
 )
 NAMES = tuple(t.name for t in TYPES)
 BY_NAME = {t.name: t for t in TYPES}

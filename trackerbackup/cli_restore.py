@@ -44,6 +44,12 @@ def add_parsers(commands: Any) -> None:
                        help="write into DIR; touches no container and no live file")
     where.add_argument("--in-place", action="store_true",
                        help="over the live files (archives: the tracker must be stopped)")
+    how = restore_cmd.add_mutually_exclusive_group()
+    how.add_argument("--merge", dest="critical_mode", action="store_const", const="merge",
+                     help="critical: upsert into the live tables (the larger completed "
+                          "count wins)")
+    how.add_argument("--replace", dest="critical_mode", action="store_const",
+                     const="replace", help="critical: the live tables become the snapshot's")
     restore_cmd.add_argument("--only", nargs="+", default=[], metavar="PATH",
                              help="archives: only these members (and what is under them)")
     restore_cmd.add_argument("--dry-run", action="store_true", help="print every step only")
@@ -130,7 +136,8 @@ def cmd_restore(conf: Config, args: argparse.Namespace) -> int:
     options = RestoreOptions(
         backup_type=args.type, backup_id=None if args.latest else args.id,
         target=Path(args.target).absolute() if args.target else None,
-        in_place=args.in_place, only=tuple(args.only), dry_run=args.dry_run,
+        in_place=args.in_place, only=tuple(args.only), critical_mode=args.critical_mode,
+        dry_run=args.dry_run,
         yes=args.yes, force=args.force)
     fetch = cli_offsite.offsite_fetch(args.host) if args.origin == "offsite" else local_backup
     steps = restore(conf, Docker(conf.general.docker), options, ask=_ask_on_terminal(),

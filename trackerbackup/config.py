@@ -23,6 +23,7 @@ from typing import Any
 from trackerbackup.backup_types import BY_NAME, TYPES, BackupType
 from trackerbackup.errors import ConfigError
 from trackerbackup.retention import RetentionPolicy, policy_problems
+from trackerbackup.rowfilter import filters_problem, tables_problem
 from trackerbackup.schema import Key, Setting, keys_of, read_table, setting, table_key
 
 DEFAULT_PATH = Path("/etc/trackerbackup/trackerbackup.toml")
@@ -260,6 +261,15 @@ class TypeSettings:
     exclude: tuple[str, ...] = setting(
         (), "fnmatch patterns matched against a member's path (without the leading /) or "
         "its name.")
+    tables: tuple[str, ...] = setting(
+        (), "The tables of the tracker's database copied into each snapshot; `check` "
+        "names any that the live database lacks. Tables not listed are left out.",
+        check=tables_problem)
+    row_filters: tuple[str, ...] = setting(
+        (), "Which rows of a listed table are copied, as \"TABLE.COLUMN OP INTEGER\" (OP: "
+        ">, >=, =, !=, <, <=), at most one per table; a table without a filter is copied "
+        "whole. The default keeps the torrents downloaded at least once: those with "
+        "completed = 0 come back with the next announce.", check=filters_problem)
     retention: RetentionPolicy = setting(
         RetentionPolicy(), "Which backups of this type are kept: the union of the keep_* "
         "rules, then max_age_days. Only verified backups count; the newest verified backup "
@@ -295,6 +305,14 @@ def type_keys(backup_type: BackupType) -> tuple[Key, ...]:
             key = replace(key, default=backup_type.paths)
         elif key.name == "exclude" and not backup_type.exclude:
             continue
+        elif key.name in ("tables", "row_filters"):
+            if backup_type.tables is None:
+                continue
+            key = replace(key, default=getattr(backup_type, key.name))
+        elif key.name == "retention":
+            key = replace(key, default=backup_type.retention, table=tuple(
+                replace(field, default=getattr(backup_type.retention, field.name))
+                for field in key.table))
         keys.append(key)
     return tuple(keys)
 

@@ -179,8 +179,9 @@ def _man_type_tables() -> list[str]:
     for key in keys:
         if key.kind is Kind.TABLE:
             out += [f".SS [TYPE.{key.name}]", roff(key.setting.doc)]
-            out += [line for sub in key.table
-                    for line in _man_entry(sub, key.table, _man_default(sub.default))]
+            for sub in key.table:
+                defaults = dict(_type_sub_defaults(key.name, sub.name))
+                out += _man_entry(sub, key.table, _man_type_default(defaults))
             continue
         defaults = dict(_type_defaults(key.name))
         where = ("" if len(defaults) == len(TYPES)
@@ -194,6 +195,15 @@ def _type_defaults(name: str) -> Iterator[tuple[str, Any]]:
         for key in type_keys(backup_type):
             if key.name == name:
                 yield backup_type.name, key.default
+
+
+def _type_sub_defaults(table: str, name: str) -> Iterator[tuple[str, Any]]:
+    """Each type's default of key `name` in its sub-table `table` (e.g. retention)."""
+    for backup_type in TYPES:
+        for key in type_keys(backup_type):
+            if key.name == table:
+                yield from ((backup_type.name, sub.default) for sub in key.table
+                            if sub.name == name)
 
 
 def _man_type_default(defaults: dict[str, Any]) -> str:

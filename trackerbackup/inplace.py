@@ -72,8 +72,23 @@ def in_place_steps(backup: StoredBackup, live: Path, container: Container | None
                                       "restore with --target DIR")
     owner = Ownership.of_live_file(live)
     staged = live.parent / f".{live.name}.restore-{backup.id}"
+    swap = [
+        Step(f"remove {live.name}-wal, -shm and -journal next to {live}",
+             lambda stack: _remove_companions(live), consent=True),
+        Step(f"replace {live} with the snapshot (uid {owner.uid}, gid {owner.gid}, "
+             f"mode {owner.mode:04o})", lambda stack: _swap(staged, live), consent=True),
+    ]
+    return [_stage(backup, staged, owner),
+            *with_tracker_stopped(backup, live, container, docker, backup_dir, run_dir, swap)]
+
+
+def with_tracker_stopped(backup: StoredBackup, live: Path, container: Container | None,
+                         docker: Docker, backup_dir: Path, run_dir: Path,
+                         changes: list[Step]) -> list[Step]:
+    """`changes` to the live database, with its container stopped (if it runs) and started
+    again after, and the live files kept in a safety copy first."""
     safety = backup_dir / SAFETY_DIR / f"{backup.manifest.type}-{_stamp()}"
-    steps = [_stage(backup, staged, owner)]
+    steps = []
     if container is not None and container.state == "running":
         steps.append(Step(
             f"stop container {container.name}; it is started again at the end, also if the "
@@ -82,14 +97,9 @@ def in_place_steps(backup: StoredBackup, live: Path, container: Container | None
     elif container is not None:
         steps.append(Step(f"leave container {container.name} {container.state}",
                           lambda stack: None))
-    steps += [
-        Step(f"keep the current {live.name} and its -wal/-shm/-journal in {safety}",
-             lambda stack: keep_aside(live, safety, backup)),
-        Step(f"remove {live.name}-wal, -shm and -journal next to {live}",
-             lambda stack: _remove_companions(live), consent=True),
-        Step(f"replace {live} with the snapshot (uid {owner.uid}, gid {owner.gid}, "
-             f"mode {owner.mode:04o})", lambda stack: _swap(staged, live), consent=True),
-    ]
+    steps.append(Step(f"keep the current {live.name} and its -wal/-shm/-journal in {safety}",
+                      lambda stack: keep_aside(live, safety, backup)))
+    steps += changes
     if container is not None and container.state == "running":
         steps.append(Step(f"start container {container.name} and confirm it runs",
                           lambda stack: _restart_and_confirm(stack, docker, container)))

@@ -37,6 +37,7 @@ class RestoreOptions:
     target: Path | None = None
     in_place: bool = False
     only: tuple[str, ...] = ()
+    critical_mode: str | None = None  # "merge" or "replace": critical snapshots only
     dry_run: bool = False
     yes: bool = False
     force: bool = False
@@ -63,8 +64,13 @@ def restore(config: Config, docker: Docker, options: RestoreOptions, *, ask: Ask
     with lock.hold(config.general.run_dir, options.backup_type, wait=False), \
             fetch(config, options) as backup:
         kind = source_kind(backup.manifest.kind, config, docker)
+        if options.critical_mode and backup.manifest.kind != "critical":
+            raise UsageError(f"--{options.critical_mode} is for critical snapshots; backup "
+                             f"{backup.id} is of source kind {backup.manifest.kind!r}",
+                             op="restore", hint=f"leave out --{options.critical_mode}")
         request = RestoreRequest(target=options.target, in_place=options.in_place,
-                                 only=options.only, dry_run=options.dry_run)
+                                 only=options.only, dry_run=options.dry_run,
+                                 critical_mode=options.critical_mode)
         steps = kind.restore_steps(backup, request)
         if not options.force:
             steps.insert(0, _verify_first(backup, kind))

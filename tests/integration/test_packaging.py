@@ -296,6 +296,7 @@ def effective_calendar(sysroot: Path, timer: str) -> list[str]:
         ("selective", "*-*-* 03:30:00"),
         ("storage", "Sun *-*-* 04:00:00"),
         ("verify", "Sat *-*-* 05:00:00"),
+        ("critical", "*-*-* *:00/15:00"),
         ("other", "*-*-* 00:00:00"),  # no drop-in: the template's daily default
     ],
 )

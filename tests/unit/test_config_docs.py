@@ -72,9 +72,12 @@ def test_man_page_gives_each_type_table_key_its_defaults_per_type() -> None:
     sections = man_sections()
     entries = man_entries(sections[", ".join(f"[{t.name}]" for t in TYPES)])
     assert set(entries) == {t.name for t in TYPES} | {
-        "enabled", "compression", "compression_level", "paths", "exclude"}
-    assert "Default: \\fBfalse\\fR in [storage]; \\fBtrue\\fR in [database] and [selective]." in (
-        entries["enabled"])
+        "enabled", "compression", "compression_level", "paths", "exclude", "tables",
+        "row_filters"}
+    assert ("Default: \\fBfalse\\fR in [storage]; \\fBtrue\\fR in [database] and "
+            "[selective] and [critical].") in entries["enabled"]
+    assert "Only in [critical]." in entries["tables"]
+    assert '"torrents.completed > 0"' in entries["row_filters"]
     assert "Only in [selective]." in entries["paths"]
     assert '"storage/caddy/data"' in entries["paths"]
     assert "Only in [storage] and [selective]." in entries["exclude"]
@@ -83,3 +86,5 @@ def test_man_page_gives_each_type_table_key_its_defaults_per_type() -> None:
     retention = man_entries(sections["[TYPE.retention]"])
     assert list(retention) == list(config.RETENTION)
     assert "Default: \\fB7\\fR." in retention["keep_daily"]
+    assert ("Default: \\fB1\\fR in [storage] and [database] and [selective]; \\fB96\\fR in "
+            "[critical].") in retention["keep_last"]

@@ -72,12 +72,14 @@ class StoredBackup:
 class RestoreRequest:
     """Where a restore goes: `target` (a directory; touches no container), or in place
     (the default for a database, explicit --in-place for an archive); `only`: these
-    archive members (and what is under them)."""
+    archive members (and what is under them); `critical_mode`: how a critical snapshot
+    goes into the live database (--merge or --replace)."""
 
     target: Path | None
     in_place: bool = False
     only: tuple[str, ...] = ()
     dry_run: bool = False  # the steps are only printed: a kind may list finer ones
+    critical_mode: str | None = None  # critical snapshots: "merge" or "replace"
 
 
 @dataclass(frozen=True)

@@ -91,7 +91,7 @@ class TrackerSqliteSource:
             },
         )
 
-    def _freezer(self, container: Container | None) -> sqlite.FreezerFactory | None:
+    def freezer(self, container: Container | None) -> sqlite.FreezerFactory | None:
         if container is None:
             return None
         docker, tracker, run_dir = self.docker, container, self.config.general.run_dir
@@ -104,7 +104,7 @@ class TrackerSqliteSource:
     def write(self, backup: PartialBackup, plan: Plan) -> SourceResult:
         path, container = self.locate()
         scratch = backup.scratch(path.name)
-        report = sqlite.snapshot(path, scratch, self.policy, self._freezer(container))
+        report = sqlite.snapshot(path, scratch, self.policy, self.freezer(container))
         stall = max(report.lock_held_seconds, report.freeze_seconds)
         log.info("snapshot of %s (%s mode, %s): tracker writes waited at most %.0f ms", path,
                  report.journal_mode, report.strategy, stall * 1000,
@@ -113,23 +113,28 @@ class TrackerSqliteSource:
                               stall_ms=round(stall * 1000),
                               frozen_ms=round(report.freeze_seconds * 1000),
                               size=report.size_bytes))
-        name = path.name + SUFFIX[self.settings.compression]
-        try:
-            with backup.artifact(name, self.settings.compression,
-                                 self.settings.compression_level, report.size_bytes) as out, \
-                    open(scratch, "rb") as raw:
-                copy_into(raw, out)
-        except OSError as error:
-            raise EnvironmentProblem(f"cannot store the snapshot: {error.strerror}",
-                                     op="store snapshot", path=str(backup.path)) from error
-        finally:
-            scratch.unlink(missing_ok=True)
+        store_snapshot(backup, self.settings, scratch, path.name)
         return SourceResult(
             details={"source": {"kind": "sqlite", "path": str(path),
                                 "container": container.name if container else "",
                                 **report.to_manifest()}},
             warnings=plan.warnings,
         )
+
+
+def store_snapshot(backup: PartialBackup, settings: TypeSettings, scratch: Path,
+                   name: str) -> None:
+    """The scratch file as the backup's one artifact, compressed; the scratch file goes."""
+    name += SUFFIX[settings.compression]
+    try:
+        with backup.artifact(name, settings.compression, settings.compression_level,
+                             scratch.stat().st_size) as out, open(scratch, "rb") as raw:
+            copy_into(raw, out)
+    except OSError as error:
+        raise EnvironmentProblem(f"cannot store the snapshot: {error.strerror}",
+                                 op="store snapshot", path=str(backup.path)) from error
+    finally:
+        scratch.unlink(missing_ok=True)
 
 
 def enable_wal(config: Config, docker: Docker) -> Path:
@@ -157,48 +162,55 @@ class SqliteSnapshotKind:
         self.docker = docker
 
     def verify(self, backup: StoredBackup, scratch: Path) -> list[str]:
-        artifact_path, artifact = backup.only_artifact()
-        expanded = scratch / "snapshot.db"
-        expand_artifact(artifact_path, artifact.compression, artifact.raw_size,
-                        artifact.raw_sha256, expanded)
-        try:
-            checked = sqlite.verify_snapshot(expanded, "full")
-        finally:
-            expanded.unlink(missing_ok=True)
-        recorded = backup.manifest.source.get("table_rows")
-        if recorded != checked.table_rows:
-            raise BackupFailed(
-                f"row counts {checked.table_rows} differ from the manifest's {recorded}",
-                op="verify sqlite snapshot", path=str(artifact_path))
-        return ["PRAGMA integrity_check (full): ok",
-                f"row counts of {len(checked.table_rows)} tables match the manifest"]
+        return verify_sqlite_artifact(backup, scratch)
 
     def restore_steps(self, backup: StoredBackup, request: RestoreRequest) -> list[Step]:
         if request.only:
             raise UsageError("--only selects paths of an archive; a database is restored whole",
                              op="restore database")
         if request.target is not None:
-            return self._steps_to_target(backup, request.target)
+            return steps_to_target(backup, request.target)
         source = TrackerSqliteSource(self.config, self.config.type("database"), self.docker)
         live, container = source.locate()
         return in_place_steps(backup, live, container, self.docker,
                               self.config.general.backup_dir, self.config.general.run_dir)
 
-    def _steps_to_target(self, backup: StoredBackup, target: Path) -> list[Step]:
-        artifact_path, artifact = backup.only_artifact()
-        name = Path(backup.manifest.source.get("path", "tracker.db")).name
-        dest = target / name
 
-        def expand(stack: ExitStack) -> None:
-            target.mkdir(mode=0o700, parents=True, exist_ok=True)
-            if dest.exists():
-                raise UsageError(f"{dest} exists already", op="restore database",
-                                 hint="choose an empty --target directory")
-            staged = target / f".{name}.restoring"
-            staged.unlink(missing_ok=True)
-            expand_artifact(artifact_path, artifact.compression, artifact.raw_size,
-                            artifact.raw_sha256, staged)
-            os.rename(staged, dest)
-            fsync_dir(target)
+def verify_sqlite_artifact(backup: StoredBackup, scratch: Path) -> list[str]:
+    """The one artifact is an SQLite database: integrity_check, row counts as recorded."""
+    artifact_path, artifact = backup.only_artifact()
+    expanded = scratch / "snapshot.db"
+    expand_artifact(artifact_path, artifact.compression, artifact.raw_size,
+                    artifact.raw_sha256, expanded)
+    try:
+        checked = sqlite.verify_snapshot(expanded, "full")
+    finally:
+        expanded.unlink(missing_ok=True)
+    recorded = backup.manifest.source.get("table_rows")
+    if recorded != checked.table_rows:
+        raise BackupFailed(
+            f"row counts {checked.table_rows} differ from the manifest's {recorded}",
+            op="verify sqlite snapshot", path=str(artifact_path))
+    return ["PRAGMA integrity_check (full): ok",
+            f"row counts of {len(checked.table_rows)} tables match the manifest"]
 
-        return [Step(f"write the snapshot of backup {backup.id} to {dest}", expand)]
+
+def steps_to_target(backup: StoredBackup, target: Path) -> list[Step]:
+    """Write the snapshot into `target` as a database file: touches nothing live."""
+    artifact_path, artifact = backup.only_artifact()
+    name = Path(backup.manifest.source.get("path", "tracker.db")).name
+    dest = target / name
+
+    def expand(stack: ExitStack) -> None:
+        target.mkdir(mode=0o700, parents=True, exist_ok=True)
+        if dest.exists():
+            raise UsageError(f"{dest} exists already", op="restore database",
+                             hint="choose an empty --target directory")
+        staged = target / f".{name}.restoring"
+        staged.unlink(missing_ok=True)
+        expand_artifact(artifact_path, artifact.compression, artifact.raw_size,
+                        artifact.raw_sha256, staged)
+        os.rename(staged, dest)
+        fsync_dir(target)
+
+    return [Step(f"write the snapshot of backup {backup.id} to {dest}", expand)]

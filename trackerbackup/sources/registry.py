@@ -13,6 +13,9 @@ from trackerbackup.docker import Docker
 from trackerbackup.errors import UsageError
 from trackerbackup.sources import Source, SourceKind
 from trackerbackup.sources.archive import ArchiveKind
+from trackerbackup.sources.critical import KIND as CRITICAL_KIND
+from trackerbackup.sources.critical import critical_source
+from trackerbackup.sources.critical_restore import CriticalKind
 from trackerbackup.sources.database import SqliteSnapshotKind, database_source
 from trackerbackup.sources.files import FilesSource
 
@@ -24,6 +27,7 @@ def _selective(config: Config, backup_type: str, docker: Docker) -> Source:
 SOURCES: dict[str, Callable[[Config, str, Docker], Source]] = {
     "selective": _selective,
     "database": database_source,
+    "critical": critical_source,
 }
 
 
@@ -33,6 +37,8 @@ def source_kind(kind: str, config: Config, docker: Docker) -> SourceKind:
         return SqliteSnapshotKind(config, docker)
     if kind == "files":
         return ArchiveKind(config, docker)
+    if kind == CRITICAL_KIND:
+        return CriticalKind(config, docker)
     raise UsageError(f"backups of source kind {kind!r} cannot be verified or restored by "
                      "this version", op="read backup",
                      hint="upgrade trackerbackup, or restore by hand (docs/format.md)")

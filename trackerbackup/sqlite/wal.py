@@ -76,7 +76,7 @@ def wal_pinned_copy(db_path: Path, dest: Path, faults: FaultPoints = NO_FAULTS) 
     with ExitStack() as files:  # closed after the connection: see connection.py
         source_fd = open_fd(files, db_path, READ_FLAGS)
         target_fd = open_fd(files, dest, WRITE_FLAGS)
-        with closing(_wal_reader(db_path)) as reader, read_transaction(reader, db_path):
+        with closing(wal_reader(db_path)) as reader, read_transaction(reader, db_path):
             method = copy_file(source_fd, target_fd, os.fstat(source_fd).st_size,
                                until_eof=True, reflink=faults.reflink,
                                before_chunk=faults.before_db_chunk,
@@ -143,7 +143,7 @@ def _checkpoint_copy(dest: Path) -> None:
     wal_of(dest).unlink(missing_ok=True)
 
 
-def _wal_reader(db_path: Path) -> sqlite3.Connection:
+def wal_reader(db_path: Path) -> sqlite3.Connection:
     wal_files_exist = all(
         Path(f"{db_path}{suffix}").exists() for suffix in ("-wal", "-shm")
     )

@@ -1,0 +1,87 @@
+"""sqlite/filtered.py on real SQLite files: the chosen rows of the chosen tables, with
+their schema, in one read; and what `check` says about a selection the database lacks."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.testbed.tree import create_sqlite_db
+from trackerbackup.errors import BackupFailed
+from trackerbackup.rowfilter import parse
+from trackerbackup.sqlite import filtered
+from trackerbackup.sqlite.connection import connect
+from trackerbackup.sqlite.filtered import Selection, filtered_copy, schema_problems
+
+DEFAULT = Selection(("keys", "whitelist", "torrent_aggregate_metrics", "torrents"),
+                    (parse("torrents.completed > 0"),))
+
+
+def rows(db: Path, sql: str) -> list[tuple[object, ...]]:
+    with sqlite3.connect(db) as connection:
+        return sorted(connection.execute(sql).fetchall())
+
+
+@pytest.fixture(params=["delete", "wal"])
+def tracker_db(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
+    db = tmp_path / "tracker.db"
+    create_sqlite_db(db, 3000, seed=1, journal_mode=request.param)
+    return db
+
+
+def test_the_copy_holds_exactly_the_filtered_rows_of_the_chosen_tables(
+    tracker_db: Path, tmp_path: Path
+) -> None:
+    dest = tmp_path / "critical.db"
+
+    copied = filtered_copy(lambda: connect(tracker_db), tracker_db, dest, DEFAULT)
+
+    assert copied.read_seconds >= 0
+    assert rows(dest, "SELECT * FROM torrents") == rows(
+        tracker_db, "SELECT * FROM torrents WHERE completed > 0")
+    assert 0 < len(rows(dest, "SELECT * FROM torrents")) < 3000
+    for table in ("keys", "whitelist", "torrent_aggregate_metrics"):
+        assert rows(dest, f"SELECT * FROM {table}") == rows(tracker_db, f"SELECT * FROM {table}")
+    with sqlite3.connect(dest) as connection:
+        tables = {r[0] for r in connection.execute(
+            "SELECT name FROM sqlite_schema WHERE type = 'table'")}
+        assert tables == {*DEFAULT.tables, "sqlite_sequence"}  # _seq was not chosen
+        # The UNIQUE constraints came along: a merge can upsert by them.
+        assert connection.execute("PRAGMA index_list(torrents)").fetchall()
+        assert connection.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_a_schema_change_between_creating_the_copy_and_reading_fails_the_copy(
+    tracker_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create = filtered._create
+
+    def create_then_alter(dest: Path, statements: list[str]) -> None:
+        create(dest, statements)
+        with sqlite3.connect(tracker_db) as connection:
+            connection.execute("CREATE INDEX by_completed ON torrents (completed)")
+
+    monkeypatch.setattr(filtered, "_create", create_then_alter)
+
+    with pytest.raises(BackupFailed, match="schema changed during the copy"):
+        filtered_copy(lambda: connect(tracker_db), tracker_db, tmp_path / "c.db", DEFAULT)
+
+
+def test_schema_problems_name_the_key_the_table_and_the_column(tracker_db: Path) -> None:
+    selection = Selection(("keys", "peers", "torrents"),
+                          (parse("keys.bogus > 0"), parse("whitelist.id > 0"),
+                           parse("torrents.completed > 0")))
+
+    problems = schema_problems(lambda: connect(tracker_db), tracker_db, selection,
+                               "critical.tables", "critical.row_filters")
+
+    assert problems == [
+        f"critical.tables: the database {tracker_db} has no table 'peers'",
+        "critical.row_filters: table 'keys' has no column 'bogus' (it has: id, key, "
+        "valid_until)",
+        "critical.row_filters: 'whitelist.id > 0' filters table 'whitelist', which "
+        "critical.tables does not list",
+    ]
+    assert schema_problems(lambda: connect(tracker_db), tracker_db, DEFAULT, "t", "f") == []

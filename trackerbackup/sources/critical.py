@@ -1,0 +1,162 @@
+"""The critical type: the tables and rows the tracker cannot get back, every few minutes.
+
+One consistent read of the tracker's SQLite database copies `critical.tables` (rows
+filtered by `critical.row_filters`) into a fresh SQLite file (`sqlite/filtered.py`),
+which is integrity-checked, compressed and committed like every backup. How the read
+respects `sqlite.max_writer_stall` depends on the journal mode:
+
+- WAL ("wal-read-transaction"): the filtered read runs directly on the live database in
+  one read transaction. A WAL reader never blocks a writer, so the tracker's writers wait
+  0 s however long the read takes, and only the chosen rows are read.
+- Rollback journal ("filtered-from-snapshot"): a read transaction holds the SHARED lock,
+  and no writer can commit until it ends; a filtered read of a large `torrents` table
+  (a full scan without an index on `completed`) would stall the tracker for its whole
+  length, which nothing bounds in advance. So the database type's snapshot
+  (`sqlite.snapshot`) makes a consistent copy first, within the budget (or with the
+  tracker paused, stopped, or refused, as `sqlite.over_budget` says), and the filter
+  runs on that private copy. It costs a full copy per run: switch the database to WAL
+  (`trackerbackup sqlite enable-wal`) to make critical snapshots cheap.
+
+The manifest records the method, the copy strategy under it and how long writers waited.
+The read side (verify, merge or replace restore) is `sources/critical_restore.py`.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from trackerbackup import rowfilter, sqlite
+from trackerbackup.config import Config, TypeSettings
+from trackerbackup.docker import Container, Docker
+from trackerbackup.errors import UsageError
+from trackerbackup.log import Event, fields, get_logger
+from trackerbackup.repository import PartialBackup
+from trackerbackup.sources import Plan, Source, SourceResult
+from trackerbackup.sources.database import TrackerSqliteSource, store_snapshot
+from trackerbackup.sqlite.connection import connect, read_only_uri, remove_copy
+from trackerbackup.sqlite.filtered import (
+    Connect,
+    Selection,
+    filtered_copy,
+    schema_problems,
+)
+from trackerbackup.sqlite.wal import wal_reader
+
+log = get_logger()
+
+KIND = "critical"
+WAL_METHOD = "wal-read-transaction"
+SNAPSHOT_METHOD = "filtered-from-snapshot"
+
+
+def critical_source(config: Config, backup_type: str, docker: Docker) -> Source:
+    if config.tracker.driver == "sqlite":
+        return CriticalSqliteSource(config, config.type(backup_type), docker)
+    raise UsageError(f"tracker.driver = {config.tracker.driver!r} has no critical snapshot "
+                     "in this version", hint="set [critical] enabled = false")
+
+
+def selection_of(settings: TypeSettings) -> Selection:
+    return Selection(settings.tables, tuple(rowfilter.parse(f) for f in settings.row_filters))
+
+
+class CriticalSqliteSource:
+    def __init__(self, config: Config, settings: TypeSettings, docker: Docker) -> None:
+        self.settings = settings
+        self.database = TrackerSqliteSource(config, settings, docker)
+        self.selection = selection_of(settings)
+
+    def plan(self) -> Plan:
+        path, container = self.database.locate()
+        info = sqlite.inspect(path, self.database.policy)
+        self._check_schema(path, info.journal_mode)
+        wal = info.journal_mode == "wal"
+        return Plan(
+            items=tuple(f"{path}: {table}" + (f" where {f.column} {f.operator} {f.value}"
+                                               if (f := self.selection.filter_of(table))
+                                               else "") for table in self.selection.tables),
+            # rollback mode: the full snapshot and the filtered copy, side by side
+            estimated_bytes=info.size_bytes if wal else 2 * info.size_bytes,
+            warnings=() if wal else (
+                "rollback-journal database: each critical snapshot copies the whole "
+                "database first (trackerbackup sqlite enable-wal makes it a filtered read)",),
+            details={"container": container.name if container else "",
+                     "journal_mode": info.journal_mode,
+                     "method": WAL_METHOD if wal else SNAPSHOT_METHOD,
+                     "max_writer_stall": self.database.policy.max_writer_stall},
+        )
+
+    def _check_schema(self, path: Path, journal_mode: str) -> None:
+        problems = schema_problems(self._live_reader(path, journal_mode), path,
+                                   self.selection, f"{self.settings.name}.tables",
+                                   f"{self.settings.name}.row_filters")
+        if problems:
+            raise UsageError("; ".join(problems), op="check critical tables",
+                             hint="list tables and columns the tracker's database has "
+                                  "(sqlite3 DB .schema), or remove the key to get the "
+                                  "default")
+
+    @staticmethod
+    def _live_reader(path: Path, journal_mode: str) -> Connect:
+        if journal_mode == "wal":
+            return lambda: wal_reader(path)
+        return lambda: connect(read_only_uri(path), uri=True)
+
+    def write(self, backup: PartialBackup, plan: Plan) -> SourceResult:
+        path, container = self.database.locate()
+        started = time.monotonic()
+        dest = backup.scratch(path.name)
+        try:
+            if sqlite.read_header(path).journal_mode == "wal":
+                read = self._read_live(path, dest)
+            else:
+                read = self._read_snapshot(path, dest, backup.scratch(path.name + ".full"),
+                                           container)
+            checked = sqlite.verify_snapshot(dest, "full")
+        except BaseException:
+            remove_copy(dest)
+            raise
+        details = {"kind": KIND, "path": str(path),
+                   "container": container.name if container else "",
+                   "tables": list(self.selection.tables),
+                   "row_filters": [str(f) for f in self.selection.filters],
+                   **read, "size_bytes": dest.stat().st_size,
+                   "table_rows": checked.table_rows, "integrity": "ok",
+                   "integrity_mode": "full",
+                   "duration_seconds": round(time.monotonic() - started, 6)}
+        self._log(backup, details)
+        store_snapshot(backup, self.settings, dest, path.name)
+        return SourceResult(details={"source": details}, warnings=plan.warnings)
+
+    def _read_live(self, path: Path, dest: Path) -> dict[str, Any]:
+        copied = filtered_copy(self._live_reader(path, "wal"), path, dest, self.selection)
+        return {"journal_mode": "wal", "method": WAL_METHOD, "snapshot_strategy": "",
+                "writers_waited_seconds": 0.0,
+                "read_seconds": round(copied.read_seconds, 6)}
+
+    def _read_snapshot(self, path: Path, dest: Path, full: Path,
+                       container: Container | None) -> dict[str, Any]:
+        try:
+            report = sqlite.snapshot(path, full, self.database.policy,
+                                     self.database.freezer(container))
+            copied = filtered_copy(lambda: connect(full), full, dest, self.selection)
+        finally:
+            remove_copy(full)
+        return {"journal_mode": report.journal_mode, "method": SNAPSHOT_METHOD,
+                "snapshot_strategy": report.strategy,
+                "writers_waited_seconds": round(max(report.lock_held_seconds,
+                                                    report.freeze_seconds), 6),
+                "read_seconds": round(report.copy_seconds + copied.read_seconds, 6)}
+
+    @staticmethod
+    def _log(backup: PartialBackup, details: dict[str, Any]) -> None:
+        stall_ms = round(details["writers_waited_seconds"] * 1000)
+        log.info("critical snapshot of %s (%s): %s rows, tracker writes waited at most %d ms",
+                 details["path"], details["method"], sum(details["table_rows"].values()),
+                 stall_ms, extra=fields(Event.CRITICAL_SNAPSHOT_TAKEN, type=backup.type,
+                                        id=backup.id, path=details["path"],
+                                        strategy=details["method"], stall_ms=stall_ms,
+                                        size=details["size_bytes"]))
+

@@ -1,0 +1,133 @@
+"""Chosen tables and rows of an SQLite database, copied into a fresh file in one read.
+
+`filtered_copy` opens the source, attaches the new file and runs one transaction that
+only reads the source: every `INSERT INTO copy.t SELECT ... FROM main.t WHERE ...` sees
+the same state, the one pinned by the transaction's first read (a WAL read mark, or the
+SHARED lock of a rollback-journal database). The copy's tables and indexes are created
+first from the source's schema; inside the transaction the schema is read again and must
+be the same, so a copy never mixes two schemas.
+
+`schema_problems` is what `check` says about the configured tables and filters.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from trackerbackup.errors import BackupFailed
+from trackerbackup.rowfilter import RowFilter
+from trackerbackup.sqlite.connection import closing, connect, quoted, sqlite_failure
+
+OP = "copy critical tables"
+COPY_SCHEMA = "critical"
+Connect = Callable[[], sqlite3.Connection]
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which tables are copied, and the filter of the rows of some of them."""
+
+    tables: tuple[str, ...]
+    filters: tuple[RowFilter, ...] = ()
+
+    def filter_of(self, table: str) -> RowFilter | None:
+        return next((f for f in self.filters if f.table == table), None)
+
+
+def schema_of(connection: sqlite3.Connection, tables: tuple[str, ...],
+              schema: str = "main") -> list[str]:
+    """The CREATE statements of `tables` and of their explicit indexes, in a fixed order."""
+    marks = ", ".join("?" for _ in tables)
+    rows = connection.execute(
+        f"SELECT sql FROM {schema}.sqlite_schema WHERE sql IS NOT NULL "  # noqa: S608
+        f"AND tbl_name IN ({marks}) ORDER BY type = 'index', tbl_name, name", tables)
+    return [row[0] for row in rows]
+
+
+def columns_of(connection: sqlite3.Connection, table: str, schema: str = "main") -> list[str]:
+    return [row[1] for row in connection.execute(
+        f"PRAGMA {schema}.table_info({quoted(table)})")]
+
+
+def schema_problems(connect_source: Connect, db_path: Path, selection: Selection,
+                    tables_key: str, filters_key: str) -> list[str]:
+    """Each configured table the database lacks, each filter on a column it lacks or on a
+    table that is not copied, each naming its configuration key."""
+    problems = []
+    try:
+        with closing(connect_source()) as connection:
+            existing = {table: columns_of(connection, table) for table in selection.tables}
+    except sqlite3.Error as error:
+        raise sqlite_failure(error, db_path, op=OP) from error
+    for table, columns in existing.items():
+        if not columns:
+            problems.append(f"{tables_key}: the database {db_path} has no table {table!r}")
+    for row_filter in selection.filters:
+        filtered = existing.get(row_filter.table)
+        if filtered is None:
+            problems.append(f"{filters_key}: {str(row_filter)!r} filters table "
+                            f"{row_filter.table!r}, which {tables_key} does not list")
+        elif filtered and row_filter.column not in filtered:
+            problems.append(f"{filters_key}: table {row_filter.table!r} has no column "
+                            f"{row_filter.column!r} (it has: {', '.join(filtered)})")
+    return problems
+
+
+@dataclass(frozen=True)
+class FilteredCopy:
+    read_seconds: float  # how long the read transaction on the source was open
+
+
+def filtered_copy(connect_source: Connect, db_path: Path, dest: Path,
+                  selection: Selection) -> FilteredCopy:
+    """Writes the selection of the source into `dest` (a new file); `dest` is left
+    behind on failure for the caller to remove."""
+    try:
+        with closing(connect_source()) as source:
+            statements = schema_of(source, selection.tables)
+            _create(dest, statements)
+            source.execute("ATTACH DATABASE ? AS " + COPY_SCHEMA, (str(dest),))
+            source.execute(f"PRAGMA {COPY_SCHEMA}.synchronous = OFF")
+            source.execute(f"PRAGMA {COPY_SCHEMA}.journal_mode = MEMORY")
+            return _copy_in_one_read(source, db_path, statements, selection)
+    except sqlite3.Error as error:
+        raise sqlite_failure(error, db_path, op=OP) from error
+
+
+def _create(dest: Path, statements: list[str]) -> None:
+    with closing(connect(dest)) as copy:
+        copy.execute("BEGIN")
+        for statement in statements:
+            copy.execute(statement)
+        copy.execute("COMMIT")
+
+
+def _copy_in_one_read(source: sqlite3.Connection, db_path: Path, statements: list[str],
+                      selection: Selection) -> FilteredCopy:
+    source.execute("BEGIN")
+    try:
+        started = time.monotonic()
+        if schema_of(source, selection.tables) != statements:  # the first read pins the state
+            raise BackupFailed("the database schema changed during the copy", op=OP,
+                               path=str(db_path), hint="run the backup again")
+        for table in selection.tables:
+            _copy_table(source, table, selection.filter_of(table))
+        source.execute("COMMIT")
+        return FilteredCopy(read_seconds=time.monotonic() - started)
+    except BaseException:
+        if source.in_transaction:
+            source.execute("ROLLBACK")
+        raise
+
+
+def _copy_table(source: sqlite3.Connection, table: str, row_filter: RowFilter | None) -> None:
+    names = ", ".join(quoted(column) for column in columns_of(source, table))
+    where, parameters = ("", ()) if row_filter is None else (
+        f" WHERE {row_filter.sql()}", (row_filter.value,))
+    # Identifiers come from the schema and are quoted, the value is a parameter.
+    source.execute(f"INSERT INTO {COPY_SCHEMA}.{quoted(table)} ({names}) "  # noqa: S608
+                   f"SELECT {names} FROM main.{quoted(table)}{where}", parameters)
