@@ -35,6 +35,7 @@ class RestoreOptions:
     backup_type: str
     backup_id: str | None  # None: the newest backup not known to be bad
     target: Path | None = None
+    target_text: str | None = None  # --target as given (MySQL: a database name)
     in_place: bool = False
     only: tuple[str, ...] = ()
     dry_run: bool = False
@@ -63,7 +64,8 @@ def restore(config: Config, docker: Docker, options: RestoreOptions, *, ask: Ask
     with lock.hold(config.general.run_dir, options.backup_type, wait=False), \
             fetch(config, options) as backup:
         kind = source_kind(backup.manifest.kind, config, docker)
-        request = RestoreRequest(target=options.target, in_place=options.in_place,
+        request = RestoreRequest(target=options.target, target_text=options.target_text,
+                                 in_place=options.in_place,
                                  only=options.only, dry_run=options.dry_run)
         steps = kind.restore_steps(backup, request)
         if not options.force:

@@ -78,6 +78,7 @@ class RestoreRequest:
     in_place: bool = False
     only: tuple[str, ...] = ()
     dry_run: bool = False  # the steps are only printed: a kind may list finer ones
+    target_text: str | None = None  # --target as given: a MySQL backup names a database
 
 
 @dataclass(frozen=True)
