@@ -165,7 +165,7 @@ class _TailReader:
         self._thread.start()
 
     def _drain(self) -> None:
-        while chunk := self._pipe.read(CHUNK):
+        while chunk := self._pipe.read1(CHUNK):  # type: ignore[attr-defined]
             self.data = (self.data + chunk)[-READ_TAIL_BYTES:]
 
     def join(self) -> bytes:
@@ -241,7 +241,8 @@ def stream(
             out_tail = _TailReader(proc.stdout)
             out_tail.join()
         else:
-            while chunk := proc.stdout.read(CHUNK):
+            # read1: what the pipe holds now, so the sink sees data as it comes
+            while chunk := proc.stdout.read1(CHUNK):  # type: ignore[attr-defined]
                 stdout_to(chunk)
                 total += len(chunk)
         if feeder is not None:
