@@ -13,9 +13,9 @@ from __future__ import annotations
 import re
 
 TRAILER = b"-- Dump completed"
-_STRING = re.compile(rb"'(?:[^'\\]|\\.)*'", re.DOTALL)
-_CREATE = b"CREATE TABLE `"
-_INSERT = b"INSERT INTO `"
+# A quoted string, backslash escapes inside (the unrolled form: several times faster).
+_STRING = re.compile(rb"'[^'\\]*(?:\\.[^'\\]*)*'")
+_HEADER = re.compile(rb"^(INSERT INTO|CREATE TABLE) `((?:[^`]|``)*)`", re.MULTILINE)
 _TAIL_BYTES = 512
 
 
@@ -24,31 +24,41 @@ class DumpScanner:
 
     def __init__(self) -> None:
         self.table_rows: dict[str, int] = {}
-        self._inserting: str | None = None  # the table of the INSERT statement being read
+        self._inserting: str | None = None  # the table of an INSERT running past a block
         self._carry = b""
         self._tail = b""
 
     def feed(self, chunk: bytes) -> None:
         self._tail = (self._tail + chunk)[-_TAIL_BYTES:]
-        if b"\n" not in chunk:
+        cut = chunk.rfind(b"\n")
+        if cut == -1:
             self._carry += chunk
             return
-        lines = (self._carry + chunk).split(b"\n")
-        self._carry = lines.pop()
-        for line in lines:
-            if line.startswith(_INSERT):
-                self._inserting = _name(line, len(_INSERT))
-                self._count(self._inserting, line[line.index(b"VALUES", len(_INSERT)):])
-            elif self._inserting is not None:
-                self._count(self._inserting, line)
-            elif line.startswith(_CREATE):
-                self.table_rows.setdefault(_name(line, len(_CREATE)), 0)
+        block = self._carry + chunk[:cut + 1]
+        self._carry = chunk[cut + 1:]
+        self._scan(_STRING.sub(b"''", block))  # whole lines: no string is cut in two
 
-    def _count(self, table: str, values: bytes) -> None:
-        literals = _STRING.sub(b"''", values)
-        self.table_rows[table] = self.table_rows.get(table, 0) + literals.count(b"(")
-        if literals.rstrip().endswith(b";"):
-            self._inserting = None
+    def _scan(self, block: bytes) -> None:
+        """Count the rows of `block` (strings already cut out, so every `;` ends a
+        statement and every `(` inside an INSERT opens a row)."""
+        position = 0
+        if self._inserting is not None:
+            position = self._count_until_end(self._inserting, block, 0)
+        for header in _HEADER.finditer(block, position):
+            if header.start() < position:
+                continue  # inside the INSERT just counted
+            table = header.group(2).replace(b"``", b"`").decode("utf-8", "replace")
+            if header.group(1) == b"CREATE TABLE":
+                self.table_rows.setdefault(table, 0)
+            else:
+                position = self._count_until_end(table, block, header.end())
+
+    def _count_until_end(self, table: str, block: bytes, start: int) -> int:
+        end = block.find(b";", start)
+        stop = len(block) if end == -1 else end
+        self.table_rows[table] = self.table_rows.get(table, 0) + block.count(b"(", start, stop)
+        self._inserting = table if end == -1 else None
+        return stop
 
     @property
     def trailer(self) -> str | None:
@@ -59,9 +69,3 @@ class DumpScanner:
             return None
         return last.decode("utf-8", "replace")
 
-
-def _name(line: bytes, start: int) -> str:
-    end = line.find(b"`", start)
-    while end != -1 and line[end + 1:end + 2] == b"`":  # `` is a quoted backtick
-        end = line.find(b"`", end + 2)
-    return line[start:end].replace(b"``", b"`").decode("utf-8", "replace")
