@@ -61,7 +61,8 @@ def trackerbackup_run(config: Path, backup_dir: Path) -> tuple[float, int, int]:
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.monotonic() - started
     if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"trackerbackup failed: {proc.stderr.read().decode() if proc.stderr else ''}")
+        error = proc.stderr.read().decode() if proc.stderr else ""
+        raise SystemExit(f"trackerbackup failed: {error}")
     stored = sum(f.stat().st_size for f in backup_dir.glob("database/*/*.sql.zst"))
     return seconds, usage.ru_maxrss, stored
 

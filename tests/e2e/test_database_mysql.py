@@ -18,8 +18,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.test_database_sqlite import backups, container_state, manifest, trackerbackup
-from tests.testbed.engine import docker
+from tests.e2e.test_database_sqlite import backups, manifest
+from tests.kit.cli import trackerbackup as run_cli
+from tests.testbed.engine import container_state, docker
 from tests.testbed.prefix import assert_tables_prefix_consistent
 from tests.testbed.stack import Stack
 
@@ -39,6 +40,10 @@ def set_config(stack: Stack, mysql_section: str = "", backup_dir: Path | None = 
     if backup_dir is not None:
         text = text.replace(f'backup_dir = "{stack.backup_dir}"', f'backup_dir = "{backup_dir}"')
     stack.config_path.write_text(text + (f"\n[mysql]\n{mysql_section}" if mysql_section else ""))
+
+
+def trackerbackup(stack: Stack, *args: str) -> subprocess.CompletedProcess[str]:
+    return run_cli(stack.config_path, *args)
 
 
 def passwords(stack: Stack) -> tuple[str, str]:
@@ -108,7 +113,7 @@ def test_dump_under_writes_is_a_prefix_state_and_round_trips(mysql_stack: Stack)
     result = trackerbackup(stack, "run", "database")
     assert result.returncode == 0, result.stderr
     [backup] = backups(stack)
-    source = manifest(stack, backup)["source"]
+    source = manifest(backup)["source"]
     assert source["kind"] == "mysql"
     assert source["flavour"] == "mariadb"
     assert source["trailer"].startswith("-- Dump completed")
@@ -153,7 +158,7 @@ def test_no_password_in_any_command_line_log_or_manifest(
     assert saw_dump, "the scan never caught the dump running in the container"
     assert any("docker exec" in line or "/usr/bin/docker exec" in line for line in scan.host)
     texts = [*scan.host, *scan.inside, *outputs,
-             *(manifest(stack, b).__repr__() for b in backups(stack))]
+             *(manifest(b).__repr__() for b in backups(stack))]
     for secret in passwords(stack):
         assert not [text for text in texts if secret in text]
 

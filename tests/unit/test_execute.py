@@ -95,7 +95,7 @@ def test_stream_kills_the_child_when_the_sink_fails(tmp_path: Path) -> None:
     def full(chunk: bytes) -> None:
         raise OSError(28, "No space left on device")
 
-    with pytest.raises(OSError):
+    with pytest.raises(OSError, match="No space left"):
         execute.stream([sys.executable, "-c", script], stdout_to=full)
     assert not marker.exists()
 
