@@ -248,7 +248,7 @@ def cmd_check(conf: Config, args: argparse.Namespace) -> int:
 
 def _print_ping_problems(conf: Config) -> int:
     problems = 0
-    for key in sorted(SECRET_KEYS):
+    for key in sorted(k for k in SECRET_KEYS if k.startswith("monitoring.")):
         url = getattr(conf.monitoring, key.removeprefix("monitoring."))
         problem = monitoring.url_problem(url) if url else None
         if problem:

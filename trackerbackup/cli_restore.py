@@ -41,7 +41,8 @@ def add_parsers(commands: Any) -> None:
     pick.add_argument("--latest", action="store_true", help="the newest verified backup")
     where = restore_cmd.add_mutually_exclusive_group()
     where.add_argument("--target", type=str, metavar="DIR",
-                       help="write into DIR; touches no container and no live file")
+                       help="write into DIR; touches no container and no live file "
+                       "(MySQL: load into a new database of this name)")
     where.add_argument("--in-place", action="store_true",
                        help="over the live files (archives: the tracker must be stopped)")
     how = restore_cmd.add_mutually_exclusive_group()
@@ -136,6 +137,7 @@ def cmd_restore(conf: Config, args: argparse.Namespace) -> int:
     options = RestoreOptions(
         backup_type=args.type, backup_id=None if args.latest else args.id,
         target=Path(args.target).absolute() if args.target else None,
+        target_text=args.target,
         in_place=args.in_place, only=tuple(args.only), critical_mode=args.critical_mode,
         dry_run=args.dry_run,
         yes=args.yes, force=args.force)

@@ -93,8 +93,9 @@ class Tracker:
     container: str = setting(
         "tracker", "The container name used when no container has the Compose labels.")
     driver: str = setting(
-        "sqlite", "The tracker's database driver; this version supports SQLite only.",
-        choices=("sqlite",))
+        "sqlite", "The tracker's database driver: \"sqlite\" (a file snapshot, [sqlite]) "
+        "or \"mysql\" (a dump run inside the MySQL/MariaDB container, [mysql]).",
+        choices=("sqlite", "mysql"))
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,35 @@ class Sqlite:
         "the source had it broken already); `trackerbackup verify` (weekly timer) always "
         "runs the full integrity_check. \"full\": integrity_check at backup time too "
         "(about 2x the run time on a large database). ", choices=("full", "quick"))
+
+
+def _database_name(name: str) -> str | None:
+    if name and not all(c.isalnum() or c in "_$-" for c in name):
+        return "expected a database name of letters, digits, _, $ and -"
+    return None
+
+
+@dataclass(frozen=True)
+class Mysql:
+    service: str = setting(
+        "mysql", "The value of the label com.docker.compose.service of the MySQL container.")
+    container: str = setting(
+        "mysql", "The container name used when no container has the Compose labels.")
+    database: str = setting(
+        "", "The database to dump; empty: the container's MYSQL_DATABASE.",
+        check=_database_name)
+    user: str = setting(
+        "", "The MySQL user the dump runs as; empty: root if the container has "
+        "MYSQL_ROOT_PASSWORD (or _FILE), else its MYSQL_USER. Its password is read inside "
+        "the container from MYSQL_ROOT_PASSWORD / MYSQL_PASSWORD (or their _FILE), and "
+        "never appears in any command line.")
+    option_file: str = setting(
+        "", "An option file inside the container holding the credentials ([client] user=, "
+        "password=); empty: the container's environment (above).")
+    password: str = setting(
+        "", "The password, if neither the container's environment nor an option file has "
+        "it. Allowed only if this file is owned by root and mode 0600; it reaches the dump "
+        "through the environment of docker exec, never a command line.", secret=True)
 
 
 @dataclass(frozen=True)
@@ -283,6 +313,8 @@ class Config:
     general: General = setting(General(), "Where backups go and where the tracker is.")
     tracker: Tracker = setting(Tracker(), "How the tracker's container is found.")
     sqlite: Sqlite = setting(Sqlite(), "How the tracker's SQLite database is snapshotted.")
+    mysql: Mysql = setting(Mysql(), "How the tracker's MySQL database is dumped "
+                           "(tracker.driver = \"mysql\").")
     monitoring: Monitoring = setting(Monitoring(), "Metrics, pings and a failure hook.")
     offsite: Offsite = setting(Offsite(), "Off-site copies through restic: encrypted, "
                                "deduplicated, one repository for a fleet of trackers.")

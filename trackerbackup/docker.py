@@ -8,10 +8,12 @@ container's bind mounts.
 from __future__ import annotations
 
 import json
+import os
 import shutil
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import IO, Any
 
 from trackerbackup import execute
 from trackerbackup.errors import EnvironmentProblem
@@ -32,23 +34,52 @@ class Docker:
         self.binary = binary
 
     def _run(self, *args: str, op: str) -> str:
+        self._require_cli(op)
+        try:
+            result = execute.run((self.binary, *args), op=op)
+        except execute.CommandFailed as error:
+            raise _engine_problem(error, op) from error
+        return result.stdout.decode()
+
+    def _require_cli(self, op: str) -> None:
         if shutil.which(self.binary) is None:
             raise EnvironmentProblem(
                 f"docker CLI not found at {self.binary}",
                 op=op,
                 hint="install docker.io (or docker-ce-cli), or set general.docker",
             )
+
+    def _exec_argv(self, container: Container, command: Sequence[str], *, stdin: bool,
+                   env_names: Sequence[str]) -> tuple[str, ...]:
+        # `-e NAME` without a value: docker takes the value from its own environment, so
+        # a secret passed this way never appears in any argv.
+        env_args = tuple(arg for name in env_names for arg in ("-e", name))
+        return (self.binary, "exec", *(("-i",) if stdin else ()), *env_args, container.id,
+                *command)
+
+    def exec_stream(self, container: Container, command: Sequence[str], *, op: str,
+                    stdout_to: Callable[[bytes], object] | None = None,
+                    stdin_from: IO[bytes] | None = None,
+                    env: Mapping[str, str] | None = None) -> execute.Streamed:
+        """Run `command` inside the container, streaming its stdout to `stdout_to` and its
+        stdin from `stdin_from`; `env`: variables (secrets) passed by name only."""
+        self._require_cli(op)
+        env = dict(env or {})
+        argv = self._exec_argv(container, command, stdin=stdin_from is not None,
+                               env_names=tuple(env))
         try:
-            result = execute.run((self.binary, *args), op=op)
+            return execute.stream(argv, stdout_to=stdout_to, stdin_from=stdin_from, op=op,
+                                  secrets=tuple(env.values()),
+                                  env={**os.environ, **env} if env else None)
         except execute.CommandFailed as error:
-            if "Cannot connect to the Docker daemon" in error.stderr_tail:
-                raise EnvironmentProblem(
-                    "the Docker engine is not reachable",
-                    op=op,
-                    hint="start it (systemctl start docker) and check /run/docker.sock",
-                ) from error
-            raise
-        return result.stdout.decode()
+            raise _engine_problem(error, op, container) from error
+
+    def exec_output(self, container: Container, command: Sequence[str], *, op: str,
+                    env: Mapping[str, str] | None = None) -> str:
+        """The (short) stdout of `command` run inside the container."""
+        chunks: list[bytes] = []
+        self.exec_stream(container, command, op=op, stdout_to=chunks.append, env=env)
+        return b"".join(chunks).decode("utf-8", "replace")
 
     def find(self, project: str, service: str, fallback_name: str) -> Container:
         """The container of a Compose service, by labels first, then by name."""
@@ -111,6 +142,20 @@ class Docker:
 
     def start(self, container: Container) -> None:
         self._run("start", container.id, op=f"start container {container.name}")
+
+
+def _engine_problem(error: execute.CommandFailed, op: str, container: Container | None = None
+                    ) -> execute.CommandFailed | EnvironmentProblem:
+    """An environment problem (exit 3) for what is the engine's or container's state."""
+    tail = error.stderr_tail
+    if "Cannot connect to the Docker daemon" in tail:
+        return EnvironmentProblem("the Docker engine is not reachable", op=op,
+                                  hint="start it (systemctl start docker) and check "
+                                  "/run/docker.sock")
+    if container is not None and ("is not running" in tail or "No such container" in tail):
+        return EnvironmentProblem(f"container '{container.name}' is not running", op=op,
+                                  hint=f"start it (docker start {container.name}) and retry")
+    return error
 
 
 def host_path_from_mounts(

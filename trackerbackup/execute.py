@@ -7,11 +7,13 @@ Secrets never travel in argv: pass them through `env` or an inherited pipe.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import IO
 
 from trackerbackup.errors import BackupFailed, EnvironmentProblem
@@ -151,3 +153,108 @@ def _started(argv: Sequence[str], op: str, secrets: Sequence[str],
             err.seek(max(0, err.seek(0, 2) - READ_TAIL_BYTES))
             raise CommandFailed(argv, process.returncode, _tail(err.read(), secrets), op,
                                 secrets)
+
+
+class _TailReader:
+    """Drains a pipe in a thread, keeping only its last bytes (flat memory)."""
+
+    def __init__(self, pipe: IO[bytes]) -> None:
+        self._pipe = pipe
+        self.data = b""
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while chunk := self._pipe.read1(CHUNK):  # type: ignore[attr-defined]
+            self.data = (self.data + chunk)[-READ_TAIL_BYTES:]
+
+    def join(self) -> bytes:
+        self._thread.join()
+        return self.data
+
+
+class _Feeder:
+    """Copies a readable stream into the child's stdin in a thread; keeps its error."""
+
+    def __init__(self, source: IO[bytes], pipe: IO[bytes]) -> None:
+        self._source = source
+        self._pipe = pipe
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._feed, daemon=True)
+        self._thread.start()
+
+    def _feed(self) -> None:
+        try:
+            while chunk := self._source.read(CHUNK):
+                self._pipe.write(chunk)
+        except BrokenPipeError:
+            pass  # the child stopped reading: its exit status tells why
+        except BaseException as error:
+            self.error = error
+        finally:
+            with contextlib.suppress(OSError):
+                self._pipe.close()
+
+    def join(self) -> None:
+        self._thread.join()
+        if self.error is not None:
+            raise self.error
+
+
+@dataclass(frozen=True)
+class Streamed:
+    """A streaming run that exited 0: its masked stderr tail (warnings) and stdout bytes."""
+
+    stderr_tail: str
+    stdout_bytes: int
+
+
+def stream(
+    argv: Sequence[str],
+    *,
+    stdout_to: Callable[[bytes], object] | None = None,
+    stdin_from: IO[bytes] | None = None,
+    op: str = "",
+    secrets: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
+) -> Streamed:
+    """Run with stdout handed to `stdout_to` chunk by chunk (or drained into the tail)
+    and stdin read from `stdin_from`, in flat memory whatever the size. The exit status is
+    checked (CommandFailed with the masked stderr tail); if `stdout_to` raises, the child
+    is killed, reaped, and the sink's error propagates."""
+    try:
+        proc = subprocess.Popen(
+            list(argv), stdin=subprocess.PIPE if stdin_from is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=dict(env) if env is not None else None)
+    except OSError as error:
+        raise EnvironmentProblem(f"cannot start {mask(argv[0], secrets)}: "
+                                 f"{error.strerror or error}", op=op or "run command",
+                                 hint="check the program's path in the configuration") from error
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    stderr = _TailReader(proc.stderr)
+    feeder = _Feeder(stdin_from, proc.stdin) if stdin_from is not None and proc.stdin else None
+    total = 0
+    try:
+        if stdout_to is None:
+            out_tail = _TailReader(proc.stdout)
+            out_tail.join()
+        else:
+            # read1: what the pipe holds now, so the sink sees data as it comes
+            while chunk := proc.stdout.read1(CHUNK):  # type: ignore[attr-defined]
+                stdout_to(chunk)
+                total += len(chunk)
+        if feeder is not None:
+            feeder.join()
+    except BaseException:
+        proc.kill()
+        proc.wait()
+        raise
+    finally:
+        proc.stdout.close()
+    returncode = proc.wait()
+    tail = _tail(stderr.join(), secrets)
+    if returncode != 0:
+        raise CommandFailed(argv, returncode, tail, op, secrets)
+    return Streamed(stderr_tail=tail, stdout_bytes=total)

@@ -33,7 +33,7 @@ class Finding:
 def secrets_in(conf: Config) -> list[str]:
     """The configuration keys that hold a secret (a ping URL carries its check's token)."""
     return [key for key in sorted(SECRET_KEYS)
-            if getattr(conf.monitoring, key.removeprefix("monitoring."), "")]
+            if getattr(getattr(conf, key.split(".")[0]), key.split(".")[1], "")]
 
 
 def config_exposure(conf: Config) -> tuple[ConfigError | None, ConfigError | None]:

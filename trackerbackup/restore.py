@@ -35,6 +35,7 @@ class RestoreOptions:
     backup_type: str
     backup_id: str | None  # None: the newest backup not known to be bad
     target: Path | None = None
+    target_text: str | None = None  # --target as given (MySQL: a database name)
     in_place: bool = False
     only: tuple[str, ...] = ()
     critical_mode: str | None = None  # "merge" or "replace": critical snapshots only
@@ -68,8 +69,9 @@ def restore(config: Config, docker: Docker, options: RestoreOptions, *, ask: Ask
             raise UsageError(f"--{options.critical_mode} is for critical snapshots; backup "
                              f"{backup.id} is of source kind {backup.manifest.kind!r}",
                              op="restore", hint=f"leave out --{options.critical_mode}")
-        request = RestoreRequest(target=options.target, in_place=options.in_place,
-                                 only=options.only, dry_run=options.dry_run,
+        request = RestoreRequest(target=options.target, target_text=options.target_text,
+                                 in_place=options.in_place, only=options.only,
+                                 dry_run=options.dry_run,
                                  critical_mode=options.critical_mode)
         steps = kind.restore_steps(backup, request)
         if not options.force:

@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from trackerbackup import __version__
-from trackerbackup.errors import TrackerBackupError
+from trackerbackup.errors import EnvironmentProblem, TrackerBackupError, UsageError
 from trackerbackup.log import Event, fields, get_logger
 from trackerbackup.manifest import VerificationRecord, write_verification
 from trackerbackup.sources import SourceKind, StoredBackup
@@ -40,6 +40,10 @@ def verify_backup(backup: StoredBackup, kind: SourceKind) -> Verified:
     try:
         checks += _check_artifacts(backup)
         checks += _check_content(backup, kind)
+    except (EnvironmentProblem, UsageError) as error:
+        if checks:  # the artifacts are sound; the content check could not run (a server
+            raise   # down, a scratch disk full): nothing bad is known, nothing is recorded
+        problem = str(error)
     except TrackerBackupError as error:
         problem = str(error)
     record = VerificationRecord(verified_at=datetime.now(UTC), ok=not problem,

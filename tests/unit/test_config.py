@@ -158,8 +158,8 @@ def test_a_number_declared_without_bounds_is_refused() -> None:
          "line 2: selective.retention.max_age_days: -3 is below the minimum 0"),
         ("[general]\nstorage_dir = 'storage'\n",
          "line 2: general.storage_dir: 'storage' is not an absolute path"),
-        ("[tracker]\ndriver = 'mysql'\n",
-         "line 2: tracker.driver: 'mysql' is not one of sqlite"),
+        ("[tracker]\ndriver = 'postgres'\n",
+         "line 2: tracker.driver: 'postgres' is not one of sqlite, mysql"),
     ],
 )
 def test_each_mistake_names_key_line_and_expectation(
@@ -187,9 +187,9 @@ def test_each_bound_itself_is_allowed(tmp_path: Path) -> None:
     assert conf.type("storage").retention.keep_daily == 36_500
 
 
-def test_the_secret_keys_are_the_ping_urls() -> None:
+def test_the_secret_keys_are_the_ping_urls_and_the_mysql_password() -> None:
     ping_urls = {"monitoring.ping_start", "monitoring.ping_success", "monitoring.ping_failure"}
-    assert ping_urls == config.SECRET_KEYS
+    assert {*ping_urls, "mysql.password"} == config.SECRET_KEYS
 
 
 def test_several_mistakes_are_reported_together(tmp_path: Path) -> None:

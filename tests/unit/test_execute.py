@@ -69,3 +69,43 @@ def test_drain_hands_stdout_over_in_chunks_and_times_out() -> None:
     with pytest.raises(execute.CommandFailed, match="timed out"):
         execute.drain([sys.executable, "-c", "import time; time.sleep(5)"], chunks.append,
                       op="dump", timeout=0.3)
+def test_stream_hands_stdout_over_in_chunks_and_checks_the_exit_status() -> None:
+    chunks: list[bytes] = []
+    script = "import sys; sys.stdout.write('x' * 3_000_000); sys.stderr.write('warning: w')"
+    result = execute.stream([sys.executable, "-c", script], stdout_to=chunks.append)
+    assert b"".join(chunks) == b"x" * 3_000_000
+    assert result.stdout_bytes == 3_000_000
+    assert result.stderr_tail == "warning: w"
+
+
+def test_stream_failure_masks_secrets_in_the_stderr_tail() -> None:
+    script = "import sys; print('partial'); sys.stderr.write('pw=hunter2'); sys.exit(2)"
+    with pytest.raises(execute.CommandFailed) as caught:
+        execute.stream([sys.executable, "-c", script], stdout_to=lambda chunk: None,
+                       op="dump", secrets=["hunter2"])
+    assert caught.value.returncode == 2
+    assert "hunter2" not in str(caught.value)
+
+
+def test_stream_kills_the_child_when_the_sink_fails(tmp_path: Path) -> None:
+    marker = tmp_path / "still-running"
+    script = (f"import sys, time\nsys.stdout.write('x' * 100000); sys.stdout.flush()\n"
+              f"time.sleep(5); open({str(marker)!r}, 'w')")
+
+    def full(chunk: bytes) -> None:
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        execute.stream([sys.executable, "-c", script], stdout_to=full)
+    assert not marker.exists()
+
+
+def test_stream_feeds_stdin_from_a_file(tmp_path: Path) -> None:
+    source = tmp_path / "in"
+    source.write_bytes(b"y" * 2_500_000)
+    out: list[bytes] = []
+    script = "import sys; sys.stdout.write(str(len(sys.stdin.buffer.read())))"
+    with open(source, "rb") as handle:
+        execute.stream([sys.executable, "-c", script], stdin_from=handle,
+                       stdout_to=out.append)
+    assert b"".join(out) == b"2500000"

@@ -80,6 +80,7 @@ class RestoreRequest:
     only: tuple[str, ...] = ()
     dry_run: bool = False  # the steps are only printed: a kind may list finer ones
     critical_mode: str | None = None  # critical snapshots: "merge" or "replace"
+    target_text: str | None = None  # --target as given: a MySQL backup names a database
 
 
 @dataclass(frozen=True)

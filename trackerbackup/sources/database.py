@@ -29,6 +29,7 @@ from trackerbackup.sources import (
     Step,
     StoredBackup,
 )
+from trackerbackup.sources.mysql import MysqlDumpSource
 from trackerbackup.stream import SUFFIX, copy_into, expand_artifact
 
 log = get_logger()
@@ -37,8 +38,10 @@ log = get_logger()
 def database_source(config: Config, backup_type: str, docker: Docker) -> Source:
     if config.tracker.driver == "sqlite":
         return TrackerSqliteSource(config, config.type(backup_type), docker)
+    if config.tracker.driver == "mysql":
+        return MysqlDumpSource(config, backup_type, docker)
     raise UsageError(f"tracker.driver = {config.tracker.driver!r} is not supported",
-                     hint="set tracker.driver = \"sqlite\"")
+                     hint="set tracker.driver = \"sqlite\" or \"mysql\"")
 
 
 class TrackerSqliteSource:

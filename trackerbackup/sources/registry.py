@@ -18,6 +18,7 @@ from trackerbackup.sources.critical import critical_source
 from trackerbackup.sources.critical_restore import CriticalKind
 from trackerbackup.sources.database import SqliteSnapshotKind, database_source
 from trackerbackup.sources.files import FilesSource
+from trackerbackup.sources.mysql_kind import MysqlDumpKind
 
 
 def _selective(config: Config, backup_type: str, docker: Docker) -> Source:
@@ -39,6 +40,8 @@ def source_kind(kind: str, config: Config, docker: Docker) -> SourceKind:
         return ArchiveKind(config, docker)
     if kind == CRITICAL_KIND:
         return CriticalKind(config, docker)
+    if kind == "mysql":
+        return MysqlDumpKind(config, docker)
     raise UsageError(f"backups of source kind {kind!r} cannot be verified or restored by "
                      "this version", op="read backup",
                      hint="upgrade trackerbackup, or restore by hand (docs/format.md)")
