@@ -24,7 +24,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from trackerbackup import __version__, execute
-from trackerbackup.config import Config, Offsite
+from trackerbackup.config import Config
+from trackerbackup.config_offsite import Offsite
 from trackerbackup.errors import BackupFailed, ConfigError, UsageError
 from trackerbackup.execute import CommandFailed
 from trackerbackup.log import Event, fields, get_logger
