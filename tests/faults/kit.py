@@ -20,7 +20,7 @@ from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tests.faults.report import Results
 from tests.faults.secrets_watch import SecretsWatch
@@ -30,6 +30,7 @@ from trackerbackup import retention
 from trackerbackup.backup_types import BY_NAME
 from trackerbackup.sources.registry import SOURCES
 
+T = TypeVar("T")
 ROOT = Path(__file__).parents[2]
 MODE_VAR = "TRACKERBACKUP_FAULTS"  # "short" (CI, the default) or "long"
 TRIALS_VAR = "TRACKERBACKUP_FAULTS_TRIALS"  # overrides the long mode's count per type
@@ -87,7 +88,13 @@ class Mode:
         if name == "short":  # 5 kills per type: 3 at random points, 2 milestones
             return cls("short", 3, 2, 1)
         trials = int(os.environ.get(TRIALS_VAR, "50"))
-        return cls("long", trials, None, max(3, trials // 10))
+        return cls("long", trials, None, max(1, trials // 10))
+
+    def variants(self, name: str, items: list[T]) -> list[T]:
+        """Every variant of a fault `repeats` times; the short mode: one, drawn per seed."""
+        if self.name == "short":
+            return [rng_for(name).choice(items)]
+        return items * self.repeats
 
 
 MODE = Mode.from_env()

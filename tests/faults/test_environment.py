@@ -80,7 +80,7 @@ def test_backup_file_system_fills_mid_run(fault_stack: Callable[[kit.TypeScenari
     with tmpfs(cli.stack.backup_dir, "size=64m"):
         duration = kit.measure_run(cli, scenario.backup_type, runs=1)
         type_dir = cli.stack.backup_dir / scenario.backup_type
-        for number in range(max(2, mode.trials // 5)):
+        for number in range(1 if mode.name == "short" else mode.trials // 5):
             log = tmp_path / f"fill-{number}.log"
             with kit.trial(results, FILL, FILL_TEXT, cli, scenario) as current:
                 checks = kit.Checks(cli, scenario)
@@ -117,7 +117,8 @@ def test_tracker_container_changes_mid_run(fault_stack: Callable[[kit.TypeScenar
     rng = kit.rng_for(f"container-{scenario.name}")
     duration = kit.measure_run(cli, scenario.backup_type, runs=1)
     name = cli.stack.tracker_container
-    for number, action in enumerate(["stop", "pause", "restart"] * mode.repeats):
+    actions = mode.variants(f"container-{scenario.name}", ["stop", "pause", "restart"])
+    for number, action in enumerate(actions):
         log = tmp_path / f"{action}-{number}.log"
         with kit.trial(results, CONTAINER, CONTAINER_TEXT, cli, scenario) as current:
             checks = kit.Checks(cli, scenario)
@@ -184,8 +185,8 @@ def test_docker_engine_gone(fault_stack: Callable[[kit.TypeScenario], kit.Cli],
     cli.ok("run", scenario.backup_type, config=config)
     calls = int(count.read_text()) if count.exists() else 0
     limits = list(range(calls + 1))
-    if mode.name == "short":
-        limits = sorted(kit.rng_for(f"docker-{scenario.name}").sample(limits, min(2, len(limits))))
+    if mode.name == "short":  # the long mode: each k once
+        limits = mode.variants(f"docker-{scenario.name}", limits)
     results.note(SOCKET, SOCKET_TEXT, scenario.name, f"a normal run makes {calls} docker calls")
     for limit in limits:
         with kit.trial(results, SOCKET, SOCKET_TEXT, cli, scenario) as current:
@@ -235,7 +236,7 @@ def test_database_file_replaced_mid_run(fault_stack: Callable[[kit.TypeScenario]
     good = tmp_path / "good.db"
     duration = kit.measure_run(cli, scenario.backup_type, runs=1)
     rng = kit.rng_for("replace")
-    for number, kind in enumerate(["copy", "garbage"] * mode.repeats):
+    for number, kind in enumerate(mode.variants("replace", ["copy", "garbage"])):
         log = tmp_path / f"replace-{number}.log"
         with kit.trial(results, REPLACED, REPLACED_TEXT, cli, scenario) as current:
             checks = kit.Checks(cli, scenario)
@@ -279,11 +280,12 @@ def corrupt(db: Path, how: str) -> None:
 
 @pytest.mark.parametrize("scenario", DB_SCENARIOS, ids=lambda s: s.name)
 def test_corrupt_source_database(fault_stack: Callable[[kit.TypeScenario], kit.Cli],
-                                 scenario: kit.TypeScenario, results: Results,
+                                 scenario: kit.TypeScenario, mode: kit.Mode, results: Results,
                                  tmp_path: Path) -> None:
     cli = fault_stack(scenario)
     cli.ok("run", scenario.backup_type)
-    for how in ("btree page", "header", "half", "empty"):
+    hows = ["btree page", "header", "half", "empty"]
+    for how in hows if mode.name == "long" else mode.variants("corrupt", hows):
         corrupt_trial(cli, scenario, how, results, tmp_path)
     kit.assert_no_failures(results, CORRUPT, scenario)
 
