@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
+from contextlib import suppress
 from pathlib import Path
 
 import pytest
@@ -66,9 +67,12 @@ def fill(directory: Path) -> None:
         except OSError as error:
             if error.errno != errno.ENOSPC:
                 raise
-        # the last partial chunk
-        with pytest.raises(OSError), open(directory / "ballast-tail", "wb") as tail:
-            tail.write(chunk)
+        # the last bytes, smaller than a chunk
+        for size in (4096, 1):
+            with suppress(OSError), open(directory / f"ballast-{size}", "wb",
+                                         buffering=0) as tail:
+                while True:
+                    tail.write(b"\0" * size)
 
 
 @pytest.mark.parametrize("scenario", kit.SCENARIOS, ids=lambda s: s.name)

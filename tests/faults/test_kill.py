@@ -26,7 +26,10 @@ MILESTONE_TEXT = ("SIGKILL as soon as the run reaches a milestone: its console l
                   "reached before the run ended; the scenario's notes list those never reached.")
 
 
-def milestones(cli: kit.Cli, scenario: kit.TypeScenario, log: Path) -> dict[str, Callable[[], bool]]:
+Milestones = dict[str, Callable[[], bool]]
+
+
+def milestones(cli: kit.Cli, scenario: kit.TypeScenario, log: Path) -> Milestones:
     type_dir = cli.stack.backup_dir / scenario.backup_type
     before = {p.name for p in type_dir.iterdir()} if type_dir.is_dir() else set()
 
