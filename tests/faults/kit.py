@@ -215,6 +215,7 @@ class Checks:
     before: list[dict[str, Any]] = field(default_factory=list)
     done: list[str] = field(default_factory=list)
     listed_after: list[dict[str, Any]] | None = None  # after the next run: the next snapshot
+    next_run_seconds: float | None = None
 
     @property
     def stack(self) -> Stack:
@@ -283,7 +284,9 @@ class Checks:
 
     def next_run_succeeds_and_cleans_up(self) -> None:
         backup_type = self.scenario.backup_type
+        started = time.monotonic()
         result = self.cli("run", backup_type)
+        self.next_run_seconds = time.monotonic() - started
         if result.returncode != 0:
             raise TrialFailed(f"the next run exited {result.returncode}:\n"
                               f"{result.stdout}{result.stderr}"[-3000:])
@@ -318,7 +321,7 @@ class Trial:
 
 @contextmanager
 def trial(results: Results, fault: str, description: str, cli: Cli,
-          scenario: TypeScenario) -> Iterator[Trial]:
+          scenario: TypeScenario, variant: str = "") -> Iterator[Trial]:
     """One recorded trial: a failed check is recorded (not raised) and the stack repaired,
     so the remaining trials still run; `assert_no_failures` ends the test."""
     current = Trial()
@@ -330,10 +333,12 @@ def trial(results: Results, fault: str, description: str, cli: Cli,
         with suppress(Exception):
             ensure_tracker_running(cli.stack)
             cli("recover")
-    results.record(fault, description, scenario.name, hit=current.hit,
-                   checks=current.checks, failure=failure)
+    row = f"{scenario.name} ({variant})" if variant else scenario.name
+    results.record(fault, description, row, hit=current.hit, checks=current.checks,
+                   failure=failure)
 
 
 def assert_no_failures(results: Results, fault: str, scenario: TypeScenario) -> None:
-    failures = [f for f in results.failures if f.startswith(f"{fault} / {scenario.name}:")]
+    failures = [f for f in results.failures
+                if f.startswith((f"{fault} / {scenario.name}:", f"{fault} / {scenario.name} ("))]
     assert failures == [], "\n\n".join(failures)

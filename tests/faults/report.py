@@ -23,7 +23,9 @@ class Row:
     notes: list[str] = field(default_factory=list)
 
     def add_checks(self, checks: list[str]) -> None:
-        self.checks += [c for c in checks if c not in self.checks]
+        for check in checks:
+            if check not in self.checks:
+                self.checks.append(check)
 
 
 @dataclass
@@ -59,7 +61,8 @@ def render(results: Results, *, mode: str, seed: int, trials: int, unavailable: 
     lines = [
         "# Reliability: the fault-injection suite",
         "",
-        "Written by `nox -s faults -- long` (tests/faults/report.py); do not edit by hand.",
+        "Written by the fault suite (tests/faults/report.py): `nox -s faults -- long` "
+        "writes this file; do not edit it by hand.",
         f"Last run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit or 'unknown'}, "
         f"mode {mode} ({trials} random-point trials per type), seed {seed} "
         f"(`TRACKERBACKUP_FAULTS_SEED={seed}` repeats the random points).",

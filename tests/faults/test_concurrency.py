@@ -33,9 +33,10 @@ def test_same_type_twice(fault_stack: Callable[[kit.TypeScenario], kit.Cli],
                          tmp_path: Path) -> None:
     cli = fault_stack(scenario)
     cli.ok("run", scenario.backup_type)
-    for number, wait in enumerate([False, True] * mode.repeats):
+    for number, wait in enumerate(mode.variants(f"same-{scenario.name}", [False, True])):
         log = tmp_path / f"first-{number}.log"
-        with kit.trial(results, SAME, SAME_TEXT, cli, scenario) as current:
+        with kit.trial(results, SAME, SAME_TEXT, cli, scenario,
+                       "--wait" if wait else "no --wait") as current:
             checks = kit.Checks(cli, scenario)
             checks.snapshot()
             first = cli.start("run", scenario.backup_type, log=log)
@@ -54,7 +55,7 @@ def test_same_type_twice(fault_stack: Callable[[kit.TypeScenario], kit.Cli],
             checks.recover_leaves_tracker_running(True, None)
             checks.everything_listed_verifies()
             checks.next_run_succeeds_and_cleans_up()
-            current.checks = ["--wait: both succeed" if wait else "second exits 75 naming PID",
+            current.checks = ["both succeed" if wait else "second exits 75 naming the PID",
                               *checks.done]
     kit.assert_no_failures(results, SAME, scenario)
 

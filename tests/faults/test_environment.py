@@ -124,7 +124,7 @@ def test_tracker_container_changes_mid_run(fault_stack: Callable[[kit.TypeScenar
     actions = mode.variants(f"container-{scenario.name}", ["stop", "pause", "restart"])
     for number, action in enumerate(actions):
         log = tmp_path / f"{action}-{number}.log"
-        with kit.trial(results, CONTAINER, CONTAINER_TEXT, cli, scenario) as current:
+        with kit.trial(results, CONTAINER, CONTAINER_TEXT, cli, scenario, action) as current:
             checks = kit.Checks(cli, scenario)
             checks.snapshot()
             proc, current.hit = start_and_wait(cli, scenario, log,
@@ -137,8 +137,7 @@ def test_tracker_container_changes_mid_run(fault_stack: Callable[[kit.TypeScenar
                 docker("unpause", name)
             kit.ensure_tracker_running(cli.stack)
             checks.after_fault()
-            current.checks = [f"{action}: " + c if i == 0 else c
-                              for i, c in enumerate(checks.done)]
+            current.checks = checks.done
     kit.assert_no_failures(results, CONTAINER, scenario)
 
 
@@ -193,7 +192,7 @@ def test_docker_engine_gone(fault_stack: Callable[[kit.TypeScenario], kit.Cli],
         limits = mode.variants(f"docker-{scenario.name}", limits)
     results.note(SOCKET, SOCKET_TEXT, scenario.name, f"a normal run makes {calls} docker calls")
     for limit in limits:
-        with kit.trial(results, SOCKET, SOCKET_TEXT, cli, scenario) as current:
+        with kit.trial(results, SOCKET, SOCKET_TEXT, cli, scenario, f"k={limit}") as current:
             checks = kit.Checks(cli, scenario)
             checks.snapshot()
             config, count = docker_wrapper(cli, tmp_path / "wrapper", limit)
@@ -203,7 +202,7 @@ def test_docker_engine_gone(fault_stack: Callable[[kit.TypeScenario], kit.Cli],
             if result.returncode == 3 and "Docker engine is not reachable" not in result.stderr:
                 raise kit.TrialFailed(f"exit 3 without naming the engine:\n{result.stderr}")
             checks.after_fault()
-            current.checks = [f"k={limit}: " + checks.done[0], *checks.done[1:]]
+            current.checks = checks.done
     kit.assert_no_failures(results, SOCKET, scenario)
 
 
@@ -242,7 +241,7 @@ def test_database_file_replaced_mid_run(fault_stack: Callable[[kit.TypeScenario]
     rng = kit.rng_for("replace")
     for number, kind in enumerate(mode.variants("replace", ["copy", "garbage"])):
         log = tmp_path / f"replace-{number}.log"
-        with kit.trial(results, REPLACED, REPLACED_TEXT, cli, scenario) as current:
+        with kit.trial(results, REPLACED, REPLACED_TEXT, cli, scenario, kind) as current:
             checks = kit.Checks(cli, scenario)
             checks.snapshot()
             new = replacement(db, kind)
@@ -257,7 +256,7 @@ def test_database_file_replaced_mid_run(fault_stack: Callable[[kit.TypeScenario]
                 os.replace(replacement(good, "copy"), db)
             docker("restart", "-t", "5", cli.stack.tracker_container)
             checks.after_fault()
-            current.checks = [f"{kind}: " + checks.done[0], *checks.done[1:]]
+            current.checks = checks.done
     kit.assert_no_failures(results, REPLACED, scenario)
 
 
@@ -296,7 +295,7 @@ def test_corrupt_source_database(fault_stack: Callable[[kit.TypeScenario], kit.C
 
 def corrupt_trial(cli: kit.Cli, scenario: kit.TypeScenario, how: str, results: Results,
                   tmp_path: Path) -> None:
-    with kit.trial(results, CORRUPT, CORRUPT_TEXT, cli, scenario) as current:
+    with kit.trial(results, CORRUPT, CORRUPT_TEXT, cli, scenario, how) as current:
         checks = kit.Checks(cli, scenario)
         checks.snapshot()
         cli.stack.stop_writer()
@@ -314,4 +313,4 @@ def corrupt_trial(cli: kit.Cli, scenario: kit.TypeScenario, how: str, results: R
             out.truncate()
         cli.stack.start_writer()
         checks.after_fault()
-        current.checks = [f"{how}: " + checks.done[0], *checks.done[1:]]
+        current.checks = ["no new backup listed", *checks.done]
