@@ -1,4 +1,6 @@
-"""Fixtures of the fault suite: the mode, the secrets watch, the results, one stack per test.
+"""Fixtures of the fault suite: the mode, the secrets watch, the results, one stack per test
+(the test bed's fixtures are imported here: only the top-level conftest may register
+plugins, and the test bed is registered only by the tiers that use it).
 
 `TRACKERBACKUP_FAULTS=long` (what `nox -s faults -- long` sets) runs the long mode and
 writes docs/reliability.md at the end; the default short mode is what CI runs.
@@ -17,6 +19,8 @@ import pytest
 from tests.faults import kit
 from tests.faults.report import Results, render
 from tests.faults.secrets_watch import SecretsWatch
+from tests.kit.cli import ROOT
+from tests.testbed.fixtures import *  # noqa: F403
 from tests.testbed.stack import Stack
 
 REPORT_VAR = "TRACKERBACKUP_FAULTS_REPORT"  # where to write the report (long mode: docs/)
@@ -74,11 +78,11 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: Any) -> None:
     target = os.environ.get(REPORT_VAR) or (
-        str(kit.ROOT / "docs/reliability.md") if MODE.name == "long" else "")
+        str(ROOT / "docs/reliability.md") if MODE.name == "long" else "")
     if not target or not RESULTS.faults:
         return
     text = render(RESULTS, mode=MODE.name, seed=kit.SEED, trials=MODE.trials,
-                  unavailable=kit.UNAVAILABLE, secrets_line=secrets_line(), root=kit.ROOT)
+                  unavailable=kit.UNAVAILABLE, secrets_line=secrets_line(), root=ROOT)
     WATCH.scan_text(text, "docs/reliability.md")
     Path(target).write_text(text)
 

@@ -13,7 +13,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
@@ -24,14 +23,14 @@ from typing import Any, TypeVar
 
 from tests.faults.report import Results
 from tests.faults.secrets_watch import SecretsWatch
-from tests.testbed.engine import docker
+from tests.kit.cli import ROOT, command, environment
+from tests.testbed.engine import container_state, docker
 from tests.testbed.stack import Flavour, Stack
 from trackerbackup import retention
 from trackerbackup.backup_types import BY_NAME
 from trackerbackup.sources.registry import SOURCES
 
 T = TypeVar("T")
-ROOT = Path(__file__).parents[2]
 MODE_VAR = "TRACKERBACKUP_FAULTS"  # "short" (CI, the default) or "long"
 TRIALS_VAR = "TRACKERBACKUP_FAULTS_TRIALS"  # overrides the long mode's count per type
 SEED_VAR = "TRACKERBACKUP_FAULTS_SEED"
@@ -118,14 +117,12 @@ class Cli:
     outputs: list[str] = field(default_factory=list)
 
     def argv(self, *args: str, config: Path | None = None) -> list[str]:
-        path = config or self.config or self.stack.config_path
-        return [sys.executable, "-m", "trackerbackup", "--config", str(path),
-                "--log-target", "console", *args]
+        return command(config or self.config or self.stack.config_path, *args)
 
     def __call__(self, *args: str, config: Path | None = None,
                  timeout: float = 120) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(self.argv(*args, config=config), cwd=ROOT, capture_output=True,
-                                text=True, check=False, timeout=timeout, env=env())
+                                text=True, check=False, timeout=timeout, env=environment())
         self.seen(result.stdout + result.stderr, f"trackerbackup {' '.join(args)}")
         return result
 
@@ -133,7 +130,7 @@ class Cli:
         """A run in its own process group (killed as systemd kills a unit's cgroup)."""
         with open(log, "wb") as out:
             return subprocess.Popen(self.argv(*args, config=config), cwd=ROOT, stdout=out,
-                                    stderr=subprocess.STDOUT, env=env(),
+                                    stderr=subprocess.STDOUT, env=environment(),
                                     start_new_session=True)
 
     def seen(self, text: str, where: str) -> None:
@@ -150,10 +147,6 @@ class Cli:
     def listed(self, backup_type: str) -> list[dict[str, Any]]:
         found: list[dict[str, Any]] = json.loads(self.ok("list", backup_type, "--json"))
         return found
-
-
-def env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(ROOT)}
 
 
 def kill_group(proc: subprocess.Popen[bytes]) -> bool:
@@ -185,10 +178,6 @@ def measure_run(cli: Cli, backup_type: str, runs: int = 2) -> float:
     for _ in range(runs):
         cli.ok("run", backup_type)
     return (time.monotonic() - started) / runs
-
-
-def container_state(name: str) -> str:
-    return docker("inspect", "-f", "{{.State.Status}}", name).strip()
 
 
 def ensure_tracker_running(stack: Stack) -> None:

@@ -18,8 +18,8 @@ import pytest
 
 from tests.faults import kit
 from tests.faults.report import Results
-from tests.filesystems import tmpfs
-from tests.testbed.engine import docker
+from tests.kit.filesystems import tmpfs
+from tests.testbed.engine import container_state, docker
 
 pytestmark = pytest.mark.testbed
 
@@ -133,7 +133,7 @@ def test_tracker_container_changes_mid_run(fault_stack: Callable[[kit.TypeScenar
             docker(action, *(["-t", "2"] if action in ("stop", "restart") else []), name)
             result = finish(cli, proc, log)
             checks.clean_failure(result, FAILED_CLEANLY)
-            if action == "pause" and kit.container_state(name) == "paused":
+            if action == "pause" and container_state(name) == "paused":
                 docker("unpause", name)
             kit.ensure_tracker_running(cli.stack)
             checks.after_fault()
