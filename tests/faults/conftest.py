@@ -81,7 +81,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: Any) -> None:
         str(ROOT / "docs/reliability.md") if MODE.name == "long" else "")
     if not target or not RESULTS.faults:
         return
-    text = render(RESULTS, mode=MODE.name, seed=kit.SEED, trials=MODE.trials,
+    text = render(RESULTS, mode=MODE.name, seed=kit.SEED, counts=MODE.describe(),
                   unavailable=kit.UNAVAILABLE, secrets_line=secrets_line(), root=ROOT)
     WATCH.scan_text(text, "docs/reliability.md")
     Path(target).write_text(text)

@@ -89,6 +89,13 @@ class Mode:
         trials = int(os.environ.get(TRIALS_VAR, "50"))
         return cls("long", trials, None, max(1, trials // 10))
 
+    def describe(self) -> str:
+        milestones = (f"a sample of {self.milestones} milestones" if self.milestones is not None
+                      else f"every milestone {self.repeats}x")
+        others = ("one variant of each other fault, drawn per seed" if self.name == "short"
+                  else f"every variant of each other fault {self.repeats}x")
+        return f"SIGKILL per type: {self.trials} at random points and {milestones}; {others}"
+
     def variants(self, name: str, items: list[T]) -> list[T]:
         """Every variant of a fault `repeats` times; the short mode: one, drawn per seed."""
         if self.name == "short":

@@ -54,7 +54,7 @@ class Results:
             row.notes.append(note)
 
 
-def render(results: Results, *, mode: str, seed: int, trials: int, unavailable: tuple[str, ...],
+def render(results: Results, *, mode: str, seed: int, counts: str, unavailable: tuple[str, ...],
            secrets_line: str, root: Path) -> str:
     commit = subprocess.run(["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
                             capture_output=True, text=True, check=False).stdout.strip()
@@ -64,7 +64,7 @@ def render(results: Results, *, mode: str, seed: int, trials: int, unavailable: 
         "Written by the fault suite (tests/faults/report.py): `nox -s faults -- long` "
         "writes this file; do not edit it by hand.",
         f"Last run: {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, commit {commit or 'unknown'}, "
-        f"mode {mode} ({trials} random-point trials per type), seed {seed} "
+        f"mode {mode} ({counts}), seed {seed} "
         f"(`TRACKERBACKUP_FAULTS_SEED={seed}` repeats the random points).",
         "",
         "Every trial runs on the Docker test bed with the tracker stand-in writing. "
@@ -82,6 +82,8 @@ def render(results: Results, *, mode: str, seed: int, trials: int, unavailable: 
                   "| type scenario | trials | hit | failures | checked after each trial |",
                   "| --- | ---: | ---: | ---: | --- |"]
         for scenario, row in sorted(results.faults[fault].items()):
+            if not row.trials:
+                continue  # a row holding notes only
             lines.append(f"| {scenario} | {row.trials} | {row.hit} | {row.failures} | "
                          f"{'; '.join(row.checks)} |")
         notes = [f"- {scenario}: {note}" for scenario, row in sorted(results.faults[fault].items())

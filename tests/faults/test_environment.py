@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -51,10 +52,27 @@ def logged(log: Path, text: str) -> Callable[[], bool]:
 # -- the backup file system fills ---------------------------------------------------------
 
 FILL = "backup file system full mid-run"
-FILL_TEXT = ("`backup_dir` is a 64 MiB tmpfs; once the run's `.partial-*` directory appears "
-             "(+ a random delay over a normal run), another process fills the file system "
-             "to the last byte. The run must fail with exit 3 and a message (or have "
-             "committed first); then the ballast is removed. *hit*: the run failed.")
+FILL_TEXT = ("`backup_dir` is a 64 MiB tmpfs, filled before the run to leave just what the "
+             "run's free-space check asks for (its dry run's estimate) + 64 KiB; once the "
+             "run's `.partial-*` directory appears (+ a random delay), another process fills "
+             "the rest to the last byte. The run must fail with exit 3 and a message (or "
+             "have committed first); then the ballast is removed. *hit*: the run failed.")
+
+
+def estimated_bytes(cli: kit.Cli, backup_type: str) -> int:
+    found = re.search(r"about ([\d,]+) bytes", cli.ok("run", backup_type, "--dry-run"))
+    assert found, "the dry run names no estimate"
+    return int(found.group(1).replace(",", ""))
+
+
+def leave_free(directory: Path, free: int) -> None:
+    ballast = shutil.disk_usage(directory).free - free
+    if ballast > 0:
+        fd = os.open(directory / "ballast-before", os.O_WRONLY | os.O_CREAT, 0o600)
+        try:
+            os.posix_fallocate(fd, 0, ballast)
+        finally:
+            os.close(fd)
 
 
 def fill(directory: Path) -> None:
@@ -89,9 +107,11 @@ def test_backup_file_system_fills_mid_run(fault_stack: Callable[[kit.TypeScenari
             with kit.trial(results, FILL, FILL_TEXT, cli, scenario) as current:
                 checks = kit.Checks(cli, scenario)
                 checks.snapshot()
+                leave_free(cli.stack.backup_dir,
+                           estimated_bytes(cli, scenario.backup_type) + 64 * 1024)
                 proc, _ = start_and_wait(
                     cli, scenario, log, lambda: any(type_dir.glob(".partial-*")),
-                    rng.uniform(0, duration / 2))
+                    rng.uniform(0, duration / 10))
                 fill(cli.stack.backup_dir)
                 result = finish(cli, proc, log)
                 current.hit = result.returncode != 0
