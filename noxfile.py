@@ -58,3 +58,16 @@ def docs(session: nox.Session) -> None:
     for kind, path in (("example", "trackerbackup/data/trackerbackup.toml"),
                        ("man", "docs/man/trackerbackup.toml.5")):
         session.run(PYTHON, "-m", "trackerbackup.config_docs", kind, path, external=True)
+
+
+@nox.session(python=PYTHON, venv_params=VENV_PARAMS)
+def faults(session: nox.Session) -> None:
+    """The fault-injection suite on the Docker test bed: `nox -s faults` is the short mode
+    (CI; also part of `nox -s tests`), `nox -s faults -- long` the long one, which writes
+    docs/reliability.md. Other arguments go to pytest."""
+    session.install("pytest>=7")
+    args = list(session.posargs)
+    mode = "long" if "long" in args else "short"
+    args = [a for a in args if a not in ("long", "short")]
+    session.run("python", "-m", "pytest", "tests/faults", *args,
+                env={"TRACKERBACKUP_FAULTS": mode})

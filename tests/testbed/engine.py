@@ -188,9 +188,17 @@ def ensure_engine() -> Engine:
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     fd = os.open(ENGINE_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)  # one starter at a time
-        engine = _ensure_engine()
+        # A user of an answering engine needs only the shared lock (no one can stop the
+        # engine while it is held). Asking for the exclusive one first would wait until
+        # every other running session has ended.
         fcntl.flock(fd, fcntl.LOCK_SH)
+        if engine_answers():
+            pid = _testbed_dockerd_pid()
+            engine = Engine(started_by_us=pid is not None, pid=pid)
+        else:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # one starter at a time
+            engine = _ensure_engine()
+            fcntl.flock(fd, fcntl.LOCK_SH)
     except BaseException:
         os.close(fd)
         raise
