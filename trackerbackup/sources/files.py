@@ -225,6 +225,15 @@ class TarWriter:
         info.mtime = st.st_mtime
         return info
 
+    def add_substitute(self, entry: Entry, content: IO[bytes], size: int) -> None:
+        """A regular-file member named, owned, moded and dated like `entry` whose bytes
+        come from `content` (a database's snapshot instead of the live file)."""
+        info = self._tarinfo(entry)
+        assert info is not None
+        info.size = size
+        self._tar.addfile(info, content)
+        self.members += 1
+
     def add_stream(self, info: tarfile.TarInfo, reader: Any) -> None:
         self._tar.addfile(info, reader)
         self.members += 1
