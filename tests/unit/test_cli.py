@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from trackerbackup import cli, log
-from trackerbackup.sources import registry
 from trackerbackup.errors import ExitCode
+from trackerbackup.sources import registry
 
 Main = Callable[..., int]
 
