@@ -105,8 +105,7 @@ class StorageSource:
         # out above; the dump that replaces it is written here as a second artifact.
         return SourceResult(
             details={"source": self._record(plan, tar.members, substitutes.records, setid)},
-            warnings=plan.warnings + tuple(notes) + tuple(tar.warnings)
-            + tuple(substitutes.warnings),
+            warnings=tuple(notes) + tuple(tar.warnings) + tuple(substitutes.warnings),
         )
 
     def _record(self, plan: Plan, members: int, substitutions: list[dict[str, object]],

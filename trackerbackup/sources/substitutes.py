@@ -108,10 +108,11 @@ class DatabaseSubstitutes:
             try:
                 self._mounted = self._docker.running_mounts()
             except EnvironmentProblem as error:
-                raise EnvironmentProblem(
-                    f"cannot find which containers write the databases in the tree: "
-                    f"{error.message}", op="snapshot databases in the storage tree",
-                    hint=error.hint or "start the Docker engine") from error
+                # As the database type with sqlite.host_path and no container: the copy
+                # still holds SQLite's lock; only an over-budget copy cannot freeze anyone.
+                self._mounted = []
+                self.warnings.append(f"no container can be frozen for the databases in "
+                                     f"the tree ({error.message}); hint: {error.hint}")
         return self._mounted
 
     def _record(self, entry: Entry, containers: list[Container],
