@@ -121,8 +121,8 @@ class TarWriter:
         self._out = _Buffered(out)
         # Not the stream mode "w|": its buffer is a bytes object copied whole on every
         # write, which made 50,000 small files take seconds of memcpy alone.
-        self._tar = tarfile.open(fileobj=cast(IO[bytes], self._out), mode="w",  # noqa: SIM115
-                                 format=tarfile.PAX_FORMAT, copybufsize=CHUNK)
+        self._tar = tarfile.TarFile(fileobj=cast(IO[bytes], self._out), mode="w",
+                                    format=tarfile.PAX_FORMAT, copybufsize=CHUNK)
         self.members = 0
         self.warnings: list[str] = []
         # (st_dev, st_ino) -> member name of files with more than one link: the second and
