@@ -4,8 +4,8 @@ Members keep numeric owners, modes (setgid directories included), symlinks as li
 mtimes (PAX format: sub-second times, long names). Member names are the absolute host
 path without its leading '/', like GNU tar, so a restore knows where each file belongs.
 The backup directory is never archived, even when it lies inside a configured path
-(`walk.py`). Sockets cannot be archived (their server recreates them): they are skipped
-and named in the manifest's warnings.
+(`walk.py`). Sockets, FIFOs and device nodes are not archived (their programs recreate
+them, and a restore refuses them): they are skipped and named in the manifest's warnings.
 
 A file is opened without following links or blocking (O_NOFOLLOW | O_NONBLOCK) and must
 still be a regular file once open; it is archived with the size it had when opened. One
@@ -39,9 +39,9 @@ __all__ = ["FileSet", "FilesSource", "TarWriter", "estimate_bytes", "member_name
 
 log = get_logger()
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-TAR_TYPES = ((stat.S_ISDIR, tarfile.DIRTYPE), (stat.S_ISLNK, tarfile.SYMTYPE),
-             (stat.S_ISFIFO, tarfile.FIFOTYPE), (stat.S_ISCHR, tarfile.CHRTYPE),
-             (stat.S_ISBLK, tarfile.BLKTYPE))
+TAR_TYPES = ((stat.S_ISDIR, tarfile.DIRTYPE), (stat.S_ISLNK, tarfile.SYMTYPE))
+# A restore refuses them (extract_rules.py), so a backup holding one could not be restored.
+SPECIAL_REASON = "its program recreates it; a restore refuses special files"
 
 
 def resolve(config: Config, settings: TypeSettings, paths: tuple[str, ...]) -> FileSet:
@@ -141,8 +141,9 @@ class TarWriter:
                 self.members += 1
                 return
             entry = opened  # no longer a regular file: archived as what it is now
-        if stat.S_ISSOCK(entry.st.st_mode):
-            self.warnings.append(f"socket skipped (tar cannot store one): "
+        special = _special(entry.st.st_mode)
+        if special:
+            self.warnings.append(f"{special} skipped ({SPECIAL_REASON}): "
                                  f"{printable(str(entry.path))}")
             return
         info = self._tarinfo(entry)
@@ -220,8 +221,6 @@ class TarWriter:
             info.type = kinds[0]
         if info.type == tarfile.SYMTYPE:
             info.linkname = os.readlink(entry.name, dir_fd=entry.parent_fd)
-        if info.type in (tarfile.CHRTYPE, tarfile.BLKTYPE):
-            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
         info.mode = stat.S_IMODE(st.st_mode)
         info.uid, info.gid = st.st_uid, st.st_gid
         info.uname, info.gname = _user(st.st_uid), _group(st.st_gid)
@@ -273,6 +272,15 @@ class _Buffered:
         if self._pending:
             self._out.write(bytes(self._pending))
             self._pending.clear()
+
+
+def _special(mode: int) -> str:
+    """The kind of a file that is never archived, or ""."""
+    for test, kind in ((stat.S_ISSOCK, "socket"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return kind
+    return ""
 
 
 @cache

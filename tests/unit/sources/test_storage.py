@@ -164,7 +164,7 @@ def test_databases_are_found_by_header_and_their_journals_left_out(tmp_path: Pat
     conn.close()
 
 
-def test_exclude_patterns_backup_dir_inside_and_a_socket(
+def test_exclude_patterns_backup_dir_inside_a_socket_and_a_fifo(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     site = make_site(tmp_path, exclude=["*.log", "*/storage/caddy/data/*"])
     log_dir = site.storage / "tracker/log"
@@ -177,6 +177,7 @@ def test_exclude_patterns_backup_dir_inside_and_a_socket(
     listener = socket.socket(socket.AF_UNIX)
     monkeypatch.chdir(site.storage / "tracker/lib")  # a socket's path is short
     listener.bind("admin.sock")
+    os.mkfifo(site.storage / "tracker/lib/control.fifo")
     try:
         backup = run_storage(site)
     finally:
@@ -191,6 +192,8 @@ def test_exclude_patterns_backup_dir_inside_and_a_socket(
     assert f"{storage}/tracker/lib/admin.sock" not in names
     warnings = backup.manifest.warnings
     assert any("socket skipped" in w and "admin.sock" in w for w in warnings)
+    assert any("FIFO skipped" in w and "control.fifo" in w for w in warnings)
+    assert f"{storage}/tracker/lib/control.fifo" not in names
     assert str(inside) in backup.manifest.source["excluded_dirs"]
 
 
