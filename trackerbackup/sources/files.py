@@ -77,14 +77,17 @@ def estimate_bytes(files: FileSet) -> int:
 
 
 class _ExactReader:
-    """Reads exactly `size` bytes of an open file; a file that has fewer now fails the
-    run (its member would hold zeros)."""
+    """Reads exactly `size` bytes of an open file. One that has fewer now fails the run
+    (its member would hold zeros), unless `pad`: then the rest is zeros, counted in
+    `padded` (GNU tar's choice; the storage type's logs may be truncated by logrotate)."""
 
-    def __init__(self, fd: int, size: int, path: Path) -> None:
+    def __init__(self, fd: int, size: int, path: Path, pad: bool = False) -> None:
         self._fd = fd
         self._size = size
         self._left = size
         self._path = path
+        self._pad = pad
+        self.padded = 0
 
     def read(self, n: int = CHUNK) -> bytes:
         n = min(n if n >= 0 else self._left, self._left)
@@ -96,6 +99,9 @@ class _ExactReader:
             if not more:
                 break
             data += more
+        if len(data) < n and self._pad:
+            self.padded += n - len(data)
+            data += bytes(n - len(data))
         if len(data) < n:
             self._left -= len(data)
             raise BackupFailed(
@@ -117,7 +123,8 @@ class _Opened:
 class TarWriter:
     """Adds entries to a streamed tar archive, member by member, with flat memory."""
 
-    def __init__(self, out: Writable) -> None:
+    def __init__(self, out: Writable, *, pad_shrunk: bool = False) -> None:
+        self._pad_shrunk = pad_shrunk
         self._out = _Buffered(out)
         # Not the stream mode "w|": its buffer is a bytes object copied whole on every
         # write, which made 50,000 small files take seconds of memcpy alone.
@@ -194,13 +201,16 @@ class TarWriter:
         try:
             info = self._tarinfo(Entry(entry.path, entry.parent_fd, entry.name, opened.st))
             assert info is not None
-            self._tar.addfile(info, cast(IO[bytes], _ExactReader(opened.fd, info.size,
-                                                                entry.path)))
+            reader = _ExactReader(opened.fd, info.size, entry.path, self._pad_shrunk)
+            self._tar.addfile(info, cast(IO[bytes], reader))
             after = os.fstat(opened.fd)
         finally:
             os.close(opened.fd)
         before = opened.st
-        if after.st_size > before.st_size:
+        if reader.padded:
+            self.warnings.append(f"shrank while read, its last {reader.padded:,} bytes "
+                                 f"archived as zeros: {printable(str(entry.path))}")
+        elif after.st_size > before.st_size:
             self.warnings.append(f"grew while read, archived its first {before.st_size:,} "
                                  f"bytes: {printable(str(entry.path))}")
         elif (after.st_mtime_ns, after.st_ctime_ns) != (before.st_mtime_ns, before.st_ctime_ns):

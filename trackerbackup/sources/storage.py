@@ -7,6 +7,10 @@ consistent snapshot at its own path (`substitutes.py`); the manifest lists each
 substitution. Left out: the backup directory when it lies inside the tree, the operator's
 `[storage] exclude` patterns, and a server database's datadir (`DATADIRS`), which cannot
 be copied consistently from the outside.
+
+Files that change while read are archived as read and named in the warnings; unlike the
+selective type, one that shrinks (a log truncated by logrotate) is padded with zeros
+instead of failing the run, since a disaster-recovery archive must not be lost to a log.
 """
 
 from __future__ import annotations
@@ -93,7 +97,7 @@ class StorageSource:
         name = self.artifact_stem + SUFFIX[self.settings.compression]
         with backup.artifact(name, self.settings.compression, self.settings.compression_level,
                              plan.estimated_bytes) as out:
-            tar = TarWriter(out)
+            tar = TarWriter(out, pad_shrunk=True)  # a truncated log must not fail DR
             for entry in self.files.walk(notes):
                 if substitutes.take(entry, tar):
                     continue

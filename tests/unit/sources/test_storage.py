@@ -210,13 +210,15 @@ def test_mysql_flavour_leaves_the_datadir_out(tmp_path: Path) -> None:
     assert not [n for n in names if n.startswith(f"{site.prefix}/storage/mysql/data")]
 
 
-def test_a_file_that_grows_or_vanishes_during_the_walk_is_named(
+def test_a_file_that_grows_shrinks_or_vanishes_during_the_walk_is_named(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     site = make_site(tmp_path)
     log_dir = site.storage / "tracker/log"
     growing = log_dir / "a-growing.log"
     growing.write_bytes(b"x" * 10_000)
     (log_dir / "b-removed.txt").write_text("gone soon\n")
+    rotated = log_dir / "c-rotated.log"
+    rotated.write_bytes(b"y" * 5_000)
     read = files._ExactReader.read
 
     def concurrent_writers(self: files._ExactReader, n: int = CHUNK) -> bytes:
@@ -224,6 +226,8 @@ def test_a_file_that_grows_or_vanishes_during_the_walk_is_named(
             with open(growing, "ab") as out:
                 out.write(b"more\n")
             (log_dir / "b-removed.txt").unlink(missing_ok=True)
+        if self._path == rotated:  # logrotate's copytruncate
+            os.truncate(rotated, 0)
         return read(self, n)
 
     monkeypatch.setattr(files._ExactReader, "read", concurrent_writers)
@@ -234,6 +238,8 @@ def test_a_file_that_grows_or_vanishes_during_the_walk_is_named(
     warnings = "\n".join(backup.manifest.warnings)
     assert f"grew while read, archived its first 10,000 bytes: {growing}" in warnings
     assert f"vanished while read: {log_dir / 'b-removed.txt'}" in warnings
+    assert names[str(rotated).lstrip("/")].size == 5_000  # the run did not fail
+    assert f"shrank while read, its last 5,000 bytes archived as zeros: {rotated}" in warnings
 
 
 def test_verify_and_restore_give_back_databases_as_plain_files(tmp_path: Path) -> None:
