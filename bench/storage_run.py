@@ -4,8 +4,9 @@ The tree: a tracker database of `--rows` torrents (rollback journal, at rest) pl
 `--files` small files (Caddy/Grafana-like JSON of a few hundred bytes) in 100 directories.
 tar + zstd is the floor (it is not consistent: it reads the live database raw);
 trackerbackup also snapshots and checks the database, hashes the stream and reads the
-artifact back. Wall time and peak RSS (of the whole pipeline for the floor: tar's and
-zstd's peaks summed) are measured side by side, `--repeat` times, medians reported.
+artifact back. Wall time and peak RSS (GNU time's; for the floor tar's and zstd's peaks
+summed) are measured side by side, `--repeat` times, medians reported. Run it on an
+otherwise idle machine: the ratio is what it is worth.
 
     sudo /usr/bin/python3 bench/storage_run.py --rows 5000000 --files 50000 --out /tmp/s.md
 """
@@ -20,6 +21,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -42,25 +44,30 @@ def build_tree(compose: Path, rows: int, files: int) -> None:
     (compose / ".env").write_text("A=b\n")
 
 
-def wait_for(process: subprocess.Popen[bytes]) -> int:
+def measured(argv: list[str], rss: Path, **popen: Any) -> subprocess.Popen[bytes]:
+    """`argv` under GNU time, which writes its peak RSS (KiB) to `rss`. (The rusage of a
+    child of this process would count the pages it shared with this one before exec.)"""
+    return subprocess.Popen(["/usr/bin/time", "-f", "%M", "-o", str(rss), *argv], **popen)
+
+
+def wait_for(process: subprocess.Popen[bytes], rss: Path) -> int:
     """The process's peak RSS in KiB, after checking that it succeeded."""
-    _, status, usage = os.wait4(process.pid, 0)
-    process.returncode = os.waitstatus_to_exitcode(status)
-    if process.returncode != 0:
+    if process.wait() != 0:
         raise SystemExit(f"{process.args!r} exited {process.returncode}")
-    return usage.ru_maxrss
+    return int(rss.read_text().split()[-1])
 
 
-def floor_run(compose: Path, out: Path) -> tuple[float, int]:
+def floor_run(compose: Path, work: Path) -> tuple[float, int]:
+    out = work / "floor.tar.zst"
     started = time.monotonic()
     with open(out, "wb") as sink:
-        tar = subprocess.Popen(["tar", "-C", "/", "-cf", "-",
-                                str(compose.relative_to("/"))], stdout=subprocess.PIPE)
-        zstd = subprocess.Popen(["zstd", "-T0", "-3", "-q", "-c"], stdin=tar.stdout,
-                                stdout=sink)
+        tar = measured(["tar", "-C", "/", "-cf", "-", str(compose.relative_to("/"))],
+                       work / "tar.rss", stdout=subprocess.PIPE)
+        zstd = measured(["zstd", "-T0", "-3", "-q", "-c"], work / "zstd.rss",
+                        stdin=tar.stdout, stdout=sink)
         assert tar.stdout is not None
         tar.stdout.close()
-        peak = wait_for(tar) + wait_for(zstd)
+        peak = wait_for(tar, work / "tar.rss") + wait_for(zstd, work / "zstd.rss")
     wall = time.monotonic() - started
     out.unlink()
     return wall, peak
@@ -73,11 +80,12 @@ def trackerbackup_run(compose: Path, work: Path) -> tuple[float, int]:
         f'run_dir = "{work}/run"\ndocker = "/nonexistent/docker"\n'
         f'[storage.retention]\nkeep_last = 1\nkeep_daily = 0\n')
     started = time.monotonic()
-    process = subprocess.Popen(
+    process = measured(
         [sys.executable, "-m", "trackerbackup", "--config", str(config), "--log-target",
-         "console", "run", "storage"], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    peak = wait_for(process)
+         "console", "run", "storage"], work / "ours.rss", cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL)
+    peak = wait_for(process, work / "ours.rss")
     return time.monotonic() - started, peak
 
 
@@ -96,7 +104,7 @@ def main() -> None:
         subprocess.run(["tar", "-cf", "/dev/null", str(compose)], check=True)  # cache it
         floors, ours = [], []
         for _ in range(args.repeat):  # interleaved, so both see the same load
-            floors.append(floor_run(compose, work / "floor.tar.zst"))
+            floors.append(floor_run(compose, work))
             ours.append(trackerbackup_run(compose, work))
         size = sum(p.stat().st_size for p in compose.rglob("*") if p.is_file()) / 1e6
     floor_wall = statistics.median(w for w, _ in floors)

@@ -25,17 +25,23 @@ from trackerbackup.freeze import freezer_factory
 from trackerbackup.log import Event, fields, get_logger, printable
 from trackerbackup.sources.files import FILE_FLAGS, TarWriter
 from trackerbackup.sources.walk import Entry, member_name, open_entry
-from trackerbackup.sqlite.header import HEADER_SIZE, SQLITE_MAGIC
+from trackerbackup.sqlite.header import SQLITE_MAGIC
 
 log = get_logger()
 JOURNAL_SUFFIXES = ("-wal", "-shm", "-journal")
+MIN_PAGE = 512
 SOURCE_KEYS = "[storage] exclude"
 Mounted = list[tuple[Container, list[dict[str, Any]]]]
 
 
 def is_database(entry: Entry) -> bool:
-    """A regular file that starts with the SQLite header (an empty file is not one)."""
-    if not stat.S_ISREG(entry.st.st_mode) or entry.st.st_size < HEADER_SIZE:
+    """A regular file that starts with the SQLite header (an empty file is not one).
+
+    SQLite files are whole pages (of 512 bytes to 64 KiB; sqlite.org/fileformat.html), so
+    a size that is not a multiple of 512 rules a file out without opening it: most small
+    files of a tree are never opened twice."""
+    size = entry.st.st_size
+    if not stat.S_ISREG(entry.st.st_mode) or size < MIN_PAGE or size % MIN_PAGE:
         return False
     fd = open_entry(entry, FILE_FLAGS, "file")
     if fd is None:
