@@ -25,7 +25,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.integration.sqlite_workload import build_tracker_db
+from tests.testbed.tree import create_sqlite_db
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -34,7 +34,7 @@ def build_tree(compose: Path, rows: int, files: int) -> None:
     storage = compose / "storage"
     database = storage / "tracker/lib/database"
     database.mkdir(parents=True)
-    build_tracker_db(database / "tracker.db", rows)
+    create_sqlite_db(database / "tracker.db", rows, seed=1, journal_mode="delete")
     for number in range(files):
         directory = storage / "caddy/data/many" / f"{number % 100:02d}"
         directory.mkdir(parents=True, exist_ok=True)

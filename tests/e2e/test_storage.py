@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.test_database_sqlite import ROOT, manifest, trackerbackup
+from tests.e2e.test_database_sqlite import manifest
+from tests.kit.cli import ROOT, trackerbackup
 from tests.testbed.engine import docker
 from tests.testbed.images import Images
 from tests.testbed.prefix import assert_prefix_consistent, read_seq_sqlite
@@ -39,7 +40,7 @@ def transient(name: str) -> bool:
 def storage_backups(stack: Stack) -> list[dict[str, Any]]:
     import json
 
-    listed = trackerbackup(stack, "list", "storage", "--json")
+    listed = trackerbackup(stack.config_path, "list", "storage", "--json")
     assert listed.returncode == 0, listed.stderr
     found: list[dict[str, Any]] = json.loads(listed.stdout)
     return found
@@ -104,14 +105,14 @@ def test_archive_of_a_live_stack_restores_to_a_tracker_that_goes_on_counting(
     sock = socket.socket(socket.AF_UNIX)
     sock.bind(str(stack.tracker_log / "admin.sock"))
     stack.wait_for_commits(200)
-    result = trackerbackup(stack, "run", "storage")
+    result = trackerbackup(stack.config_path, "run", "storage")
     sock.close()
     assert result.returncode == 0, result.stderr
     status = stack.writer_status()
     assert status["failed"] == 0, status["errors"]
     [backup] = storage_backups(stack)
-    source = manifest(stack, backup)["source"]
-    warnings = manifest(stack, backup)["warnings"]
+    source = manifest(backup)["source"]
+    warnings = manifest(backup)["warnings"]
     assert any("socket skipped" in w and "admin.sock" in w for w in warnings)
 
     prefix = str(stack.compose_dir).lstrip("/")
@@ -146,7 +147,8 @@ def test_archive_of_a_live_stack_restores_to_a_tracker_that_goes_on_counting(
 
     # extract into an empty directory and start the stand-in on it
     target = tmp_path / "restored"
-    restored = trackerbackup(stack, "restore", "storage", "--latest", "--target", str(target))
+    restored = trackerbackup(stack.config_path, "restore", "storage", "--latest",
+                             "--target", str(target))
     assert restored.returncode == 0, restored.stderr
     stack.stop_writer()
     tree_root = target / str(stack.root).lstrip("/")
@@ -170,7 +172,7 @@ def test_backup_dir_inside_storage_and_excludes(sqlite_stack: Stack) -> None:
     stack.config_path.write_text(text + '[storage]\nexclude = ["*.tsv", "*/caddy/data/*"]\n')
     (stack.tracker_log / "big.log").write_bytes(os.urandom(1 << 20))
     for _ in range(2):  # the second run finds the first backup inside the tree
-        result = trackerbackup(stack, "run", "storage")
+        result = trackerbackup(stack.config_path, "run", "storage")
         assert result.returncode == 0, result.stderr
     newest = storage_backups(stack)[0]
     names = set(archive(newest, {}))
@@ -203,6 +205,6 @@ def test_a_50k_file_tree_is_archived_with_flat_memory(
     elapsed = time.monotonic() - started
     assert process.returncode == 0, output
     [backup] = storage_backups(stack)
-    assert manifest(stack, backup)["source"]["members"] > 50_000
+    assert manifest(backup)["source"]["members"] > 50_000
     with capsys.disabled():  # reported, not asserted (speed is never asserted)
         print(f"\n[storage] 50k files: {elapsed:.1f} s, peak RSS {usage.ru_maxrss / 1024:.0f} MiB")
