@@ -202,7 +202,6 @@ def test_mysql_flavour_leaves_the_datadir_out(tmp_path: Path) -> None:
     datadir = site.storage / "mysql/data"
     datadir.mkdir(parents=True)
     (datadir / "ibdata1").write_bytes(b"\0" * 4096)
-    # tracker.driver only accepts "sqlite" until the MySQL source lands (issue 11)
     conf = dataclasses.replace(site.conf, tracker=dataclasses.replace(site.conf.tracker,
                                                                       driver="mysql"))
     names = set(members(run_storage(dataclasses.replace(site, conf=conf))))
