@@ -50,8 +50,9 @@ class BackupType:
 
 
 TYPES = (
-    BackupType("storage", "the whole storage tree, databases replaced by snapshots "
-               "(planned: not available in this version)", available=False, exclude=True),
+    BackupType("storage", "the whole storage tree, the compose file and its .env; every "
+               "SQLite database replaced by a consistent snapshot", available=True,
+               exclude=True),
     BackupType("database", "the tracker's database as a consistent, integrity-checked "
                "snapshot", available=True),
     BackupType("selective", "what an operator cannot lose: configuration, TLS data, the "

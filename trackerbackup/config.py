@@ -208,8 +208,12 @@ class TypeSettings:
         "operator cannot lose: tracker config, Caddy config and TLS data, Grafana "
         "provisioning, Prometheus config, the compose file and its .env.")
     exclude: tuple[str, ...] = setting(
-        (), "fnmatch patterns matched against a member's path (without the leading /) or "
-        "its name.")
+        (), "Shell-style patterns (fnmatch: * ? [seq]; * also matches /) matched against "
+        "each entry's host path without the leading / and against its name; an excluded "
+        "directory is not entered. Examples: \"*.log\" (every .log file), "
+        "\"opt/torrust/storage/tracker/log/*\" (a directory's content, the directory "
+        "kept). Nothing is excluded by default: the storage type's archive is what a new "
+        "host restores from.")
     tables: tuple[str, ...] = setting(
         (), "The tables of the tracker's database copied into each snapshot; `check` "
         "names any that the live database lacks. Tables not listed are left out.",

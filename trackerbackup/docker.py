@@ -130,6 +130,17 @@ class Docker:
             self.inspect(container.id).get("Mounts") or [], container.name, path_in_container
         )
 
+    def running_mounts(self) -> list[tuple[Container, list[dict[str, Any]]]]:
+        """Every running or paused container with its mounts: what may write a host file."""
+        out = self._run("ps", "--no-trunc", "--format", "{{.ID}}", op="list containers")
+        found = []
+        for container_id in out.split():
+            data = self.inspect(container_id)
+            container = Container(id=data["Id"], name=data["Name"].lstrip("/"),
+                                  state=data["State"]["Status"])
+            found.append((container, list(data.get("Mounts") or [])))
+        return found
+
     def pause(self, container: Container) -> None:
         self._run("pause", container.id, op=f"pause container {container.name}")
 
@@ -178,3 +189,18 @@ def host_path_from_mounts(
         )
     destination, source = best
     return Path(source) / target.relative_to(destination)
+
+
+def containers_mounting(mounted: list[tuple[Container, list[dict[str, Any]]]],
+                        host_path: Path) -> list[Container]:
+    """The containers that see `host_path` (as named, or as the kernel resolves it)
+    through one of their mounts."""
+    spellings = {PurePosixPath(os.path.abspath(host_path)),
+                 PurePosixPath(os.path.realpath(host_path))}
+    found = []
+    for container, mounts in mounted:
+        sources = [PurePosixPath(m["Source"]) for m in mounts if m.get("Source")]
+        if any(path == source or source in path.parents
+               for path in spellings for source in sources):
+            found.append(container)
+    return found

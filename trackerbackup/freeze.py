@@ -13,8 +13,8 @@ import json
 import os
 import signal
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from trackerbackup import lock
@@ -98,6 +98,35 @@ class DockerFreezer:
             self._docker.unpause(container)
         elif state in ("exited", "created"):
             self._docker.start(container)
+
+
+class FreezeAll:
+    """Several containers write one file: a `Freezer` that freezes them all."""
+
+    def __init__(self, name: str, freezers: Sequence[DockerFreezer]) -> None:
+        self.name = name
+        self._freezers = freezers
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        with ExitStack() as stack:
+            for freezer in self._freezers:
+                stack.enter_context(freezer.frozen())
+            yield
+
+
+def freezer_factory(docker: Docker, containers: Sequence[Container], run_dir: Path
+                    ) -> Callable[[str], DockerFreezer | FreezeAll] | None:
+    """What freezes the writers of one database file (a sqlite `FreezerFactory`): the
+    containers that mount it; None when no container does (nothing to freeze)."""
+    if not containers:
+        return None
+
+    def factory(name: str) -> DockerFreezer | FreezeAll:
+        freezers = [DockerFreezer(docker, c, run_dir, name) for c in containers]
+        return freezers[0] if len(freezers) == 1 else FreezeAll(name, freezers)
+
+    return factory
 
 
 def recover(docker: Docker, run_dir: Path) -> list[str]:

@@ -29,7 +29,7 @@ pytestmark = [pytest.mark.testbed, pytest.mark.vm]
 # --- runs with systemctl ------------------------------------------------------------------
 
 
-def test_selective_and_database_runs_succeed_without_a_failed_tracker_write(
+def test_selective_database_and_storage_runs_succeed_without_a_failed_tracker_write(
     configured: Host,
 ) -> None:
     """A oneshot instance that succeeded goes inactive and may be unloaded at once (then
@@ -38,7 +38,7 @@ def test_selective_and_database_runs_succeed_without_a_failed_tracker_write(
     vm, stack = configured.vm, configured.stack
     stack.wait_for_commits(stack.writer_status()["committed"] + 100)
     backup_ids = {}
-    for backup_type in ("selective", "database"):
+    for backup_type in ("selective", "database", "storage"):
         unit = f"trackerbackup@{backup_type}.service"
         run = start(vm, unit)
         assert run.returncode == 0, run.output

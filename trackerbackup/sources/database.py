@@ -17,7 +17,7 @@ from trackerbackup.atomic import fsync_dir
 from trackerbackup.config import Config, TypeSettings
 from trackerbackup.docker import Container, Docker
 from trackerbackup.errors import BackupFailed, EnvironmentProblem, TrackerBackupError, UsageError
-from trackerbackup.freeze import DockerFreezer
+from trackerbackup.freeze import DockerFreezer, freezer_factory
 from trackerbackup.inplace import in_place_steps
 from trackerbackup.log import Event, fields, get_logger
 from trackerbackup.repository import PartialBackup
@@ -44,16 +44,21 @@ def database_source(config: Config, backup_type: str, docker: Docker) -> Source:
                      hint="set tracker.driver = \"sqlite\" or \"mysql\"")
 
 
+def sqlite_policy(config: Config) -> sqlite.SqlitePolicy:
+    """The snapshot policy of every SQLite database trackerbackup copies ([sqlite])."""
+    return sqlite.SqlitePolicy(
+        max_writer_stall=config.sqlite.max_writer_stall,
+        over_budget=config.sqlite.over_budget,  # type: ignore[arg-type]
+        integrity_check=config.sqlite.integrity_check,  # type: ignore[arg-type]
+    )
+
+
 class TrackerSqliteSource:
     def __init__(self, config: Config, settings: TypeSettings, docker: Docker) -> None:
         self.config = config
         self.settings = settings
         self.docker = docker
-        self.policy = sqlite.SqlitePolicy(
-            max_writer_stall=config.sqlite.max_writer_stall,
-            over_budget=config.sqlite.over_budget,  # type: ignore[arg-type]
-            integrity_check=config.sqlite.integrity_check,  # type: ignore[arg-type]
-        )
+        self.policy = sqlite_policy(config)
         self._located: tuple[Path, Container | None] | None = None
 
     def locate(self) -> tuple[Path, Container | None]:
@@ -95,14 +100,8 @@ class TrackerSqliteSource:
         )
 
     def freezer(self, container: Container | None) -> sqlite.FreezerFactory | None:
-        if container is None:
-            return None
-        docker, tracker, run_dir = self.docker, container, self.config.general.run_dir
-
-        def factory(name: str) -> sqlite.Freezer:
-            return DockerFreezer(docker, tracker, run_dir, name)
-
-        return factory
+        return freezer_factory(self.docker, [container] if container else [],
+                               self.config.general.run_dir)
 
     def write(self, backup: PartialBackup, plan: Plan) -> SourceResult:
         path, container = self.locate()

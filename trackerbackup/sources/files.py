@@ -4,8 +4,8 @@ Members keep numeric owners, modes (setgid directories included), symlinks as li
 mtimes (PAX format: sub-second times, long names). Member names are the absolute host
 path without its leading '/', like GNU tar, so a restore knows where each file belongs.
 The backup directory is never archived, even when it lies inside a configured path
-(`walk.py`). Sockets cannot be archived (their server recreates them): they are skipped
-and named in the manifest's warnings.
+(`walk.py`). Sockets, FIFOs and device nodes are not archived (their programs recreate
+them, and a restore refuses them): they are skipped and named in the manifest's warnings.
 
 A file is opened without following links or blocking (O_NOFOLLOW | O_NONBLOCK) and must
 still be a regular file once open; it is archived with the size it had when opened. One
@@ -39,9 +39,9 @@ __all__ = ["FileSet", "FilesSource", "TarWriter", "estimate_bytes", "member_name
 
 log = get_logger()
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-TAR_TYPES = ((stat.S_ISDIR, tarfile.DIRTYPE), (stat.S_ISLNK, tarfile.SYMTYPE),
-             (stat.S_ISFIFO, tarfile.FIFOTYPE), (stat.S_ISCHR, tarfile.CHRTYPE),
-             (stat.S_ISBLK, tarfile.BLKTYPE))
+TAR_TYPES = ((stat.S_ISDIR, tarfile.DIRTYPE), (stat.S_ISLNK, tarfile.SYMTYPE))
+# A restore refuses them (extract_rules.py), so a backup holding one could not be restored.
+SPECIAL_REASON = "its program recreates it; a restore refuses special files"
 
 
 def resolve(config: Config, settings: TypeSettings, paths: tuple[str, ...]) -> FileSet:
@@ -77,14 +77,17 @@ def estimate_bytes(files: FileSet) -> int:
 
 
 class _ExactReader:
-    """Reads exactly `size` bytes of an open file; a file that has fewer now fails the
-    run (its member would hold zeros)."""
+    """Reads exactly `size` bytes of an open file. One that has fewer now fails the run
+    (its member would hold zeros), unless `pad`: then the rest is zeros, counted in
+    `padded` (GNU tar's choice; the storage type's logs may be truncated by logrotate)."""
 
-    def __init__(self, fd: int, size: int, path: Path) -> None:
+    def __init__(self, fd: int, size: int, path: Path, pad: bool = False) -> None:
         self._fd = fd
         self._size = size
         self._left = size
         self._path = path
+        self._pad = pad
+        self.padded = 0
 
     def read(self, n: int = CHUNK) -> bytes:
         n = min(n if n >= 0 else self._left, self._left)
@@ -96,6 +99,9 @@ class _ExactReader:
             if not more:
                 break
             data += more
+        if len(data) < n and self._pad:
+            self.padded += n - len(data)
+            data += bytes(n - len(data))
         if len(data) < n:
             self._left -= len(data)
             raise BackupFailed(
@@ -117,9 +123,13 @@ class _Opened:
 class TarWriter:
     """Adds entries to a streamed tar archive, member by member, with flat memory."""
 
-    def __init__(self, out: Writable) -> None:
-        self._tar = tarfile.open(fileobj=cast(IO[bytes], out), mode="w|", format=tarfile.PAX_FORMAT,  # noqa: SIM115
-                                 bufsize=CHUNK)
+    def __init__(self, out: Writable, *, pad_shrunk: bool = False) -> None:
+        self._pad_shrunk = pad_shrunk
+        self._out = _Buffered(out)
+        # Not the stream mode "w|": its buffer is a bytes object copied whole on every
+        # write, which made 50,000 small files take seconds of memcpy alone.
+        self._tar = tarfile.TarFile(fileobj=cast(IO[bytes], self._out), mode="w",
+                                    format=tarfile.PAX_FORMAT, copybufsize=CHUNK)
         self.members = 0
         self.warnings: list[str] = []
         # (st_dev, st_ino) -> member name of files with more than one link: the second and
@@ -138,8 +148,9 @@ class TarWriter:
                 self.members += 1
                 return
             entry = opened  # no longer a regular file: archived as what it is now
-        if stat.S_ISSOCK(entry.st.st_mode):
-            self.warnings.append(f"socket skipped (tar cannot store one): "
+        special = _special(entry.st.st_mode)
+        if special:
+            self.warnings.append(f"{special} skipped ({SPECIAL_REASON}): "
                                  f"{printable(str(entry.path))}")
             return
         info = self._tarinfo(entry)
@@ -190,13 +201,16 @@ class TarWriter:
         try:
             info = self._tarinfo(Entry(entry.path, entry.parent_fd, entry.name, opened.st))
             assert info is not None
-            self._tar.addfile(info, cast(IO[bytes], _ExactReader(opened.fd, info.size,
-                                                                entry.path)))
+            reader = _ExactReader(opened.fd, info.size, entry.path, self._pad_shrunk)
+            self._tar.addfile(info, cast(IO[bytes], reader))
             after = os.fstat(opened.fd)
         finally:
             os.close(opened.fd)
         before = opened.st
-        if after.st_size > before.st_size:
+        if reader.padded:
+            self.warnings.append(f"shrank while read, its last {reader.padded:,} bytes "
+                                 f"archived as zeros: {printable(str(entry.path))}")
+        elif after.st_size > before.st_size:
             self.warnings.append(f"grew while read, archived its first {before.st_size:,} "
                                  f"bytes: {printable(str(entry.path))}")
         elif (after.st_mtime_ns, after.st_ctime_ns) != (before.st_mtime_ns, before.st_ctime_ns):
@@ -217,13 +231,20 @@ class TarWriter:
             info.type = kinds[0]
         if info.type == tarfile.SYMTYPE:
             info.linkname = os.readlink(entry.name, dir_fd=entry.parent_fd)
-        if info.type in (tarfile.CHRTYPE, tarfile.BLKTYPE):
-            info.devmajor, info.devminor = os.major(st.st_rdev), os.minor(st.st_rdev)
         info.mode = stat.S_IMODE(st.st_mode)
         info.uid, info.gid = st.st_uid, st.st_gid
         info.uname, info.gname = _user(st.st_uid), _group(st.st_gid)
         info.mtime = st.st_mtime
         return info
+
+    def add_substitute(self, entry: Entry, content: IO[bytes], size: int) -> None:
+        """A regular-file member named, owned, moded and dated like `entry` whose bytes
+        come from `content` (a database's snapshot instead of the live file)."""
+        info = self._tarinfo(entry)
+        assert info is not None
+        info.size = size
+        self._tar.addfile(info, content)
+        self.members += 1
 
     def add_stream(self, info: tarfile.TarInfo, reader: Any) -> None:
         self._tar.addfile(info, reader)
@@ -231,6 +252,45 @@ class TarWriter:
 
     def close(self) -> None:
         self._tar.close()
+        self._out.flush()
+
+
+class _Buffered:
+    """What tarfile writes (headers of 512 bytes to a few KiB, file data in CHUNKs),
+    passed on in writes of at least CHUNK bytes; `tell` is the archive's length so far."""
+
+    def __init__(self, out: Writable) -> None:
+        self._out = out
+        self._pending = bytearray()
+        self._written = 0
+
+    def write(self, data: bytes) -> int:
+        self._written += len(data)
+        if len(data) >= CHUNK:
+            self.flush()
+            self._out.write(data)
+        else:
+            self._pending += data
+            if len(self._pending) >= CHUNK:
+                self.flush()
+        return len(data)
+
+    def tell(self) -> int:
+        return self._written
+
+    def flush(self) -> None:
+        if self._pending:
+            self._out.write(bytes(self._pending))
+            self._pending.clear()
+
+
+def _special(mode: int) -> str:
+    """The kind of a file that is never archived, or ""."""
+    for test, kind in ((stat.S_ISSOCK, "socket"), (stat.S_ISFIFO, "FIFO"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return kind
+    return ""
 
 
 @cache

@@ -19,13 +19,19 @@ from trackerbackup.sources.critical_restore import CriticalKind
 from trackerbackup.sources.database import SqliteSnapshotKind, database_source
 from trackerbackup.sources.files import FilesSource
 from trackerbackup.sources.mysql_kind import MysqlDumpKind
+from trackerbackup.sources.storage import StorageSource
 
 
 def _selective(config: Config, backup_type: str, docker: Docker) -> Source:
     return FilesSource(config, config.type(backup_type))
 
 
+def _storage(config: Config, backup_type: str, docker: Docker) -> Source:
+    return StorageSource(config, config.type(backup_type), docker)
+
+
 SOURCES: dict[str, Callable[[Config, str, Docker], Source]] = {
+    "storage": _storage,
     "selective": _selective,
     "database": database_source,
     "critical": critical_source,
@@ -36,7 +42,7 @@ def source_kind(kind: str, config: Config, docker: Docker) -> SourceKind:
     """The read side for a manifest's `source.kind`."""
     if kind == "sqlite":
         return SqliteSnapshotKind(config, docker)
-    if kind == "files":
+    if kind in ("files", "storage"):
         return ArchiveKind(config, docker)
     if kind == CRITICAL_KIND:
         return CriticalKind(config, docker)
