@@ -73,6 +73,13 @@ if [[ -n $latest_db ]]; then
     testbed check-prefix "$latest_db" || failed+=(check-prefix)
 fi
 echo
+echo "== verify: every stored backup end to end (sha256, decompression, integrity_check)"
+tb verify || failed+=(verify)
+echo
+echo "== restore: what an in-place restore would do, then a real one into a directory"
+tb restore database --latest --dry-run || failed+=(restore-dry-run)
+tb restore database --latest --target "$DEMO_ROOT/restored" || failed+=(restore)
+echo
 echo "== writer status (failed must be 0: no write lost during the backups)"
 testbed status
 
@@ -85,6 +92,7 @@ cat <<EOT
   containers: /usr/bin/docker ps --filter label=com.docker.compose.project=$PROJECT
   writer:     /usr/bin/docker logs tracker; tail $DEMO_ROOT/opt/torrust/storage/tracker/log/testbed-oplog.tsv
   again:      $PY -m trackerbackup --config $CONFIG run selective
+  restored:   sqlite3 $DEMO_ROOT/restored/tracker.db 'SELECT count(*) FROM torrents' 
 == tear down
   bash tests/testbed/demo.sh down
 EOT
