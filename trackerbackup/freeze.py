@@ -79,12 +79,15 @@ class DockerFreezer:
             try:
                 self._thaw(container)
                 marker.unlink(missing_ok=True)
+                # Logged before the signals are let through: a SIGTERM held back during
+                # the thaw is raised as soon as they are, and must not lose this record.
+                seconds = time.monotonic() - started
+                log.info("container %s is running again after %.2f s", container.name,
+                         seconds, extra=fields(Event.CONTAINER_RESUMED,
+                                               container=container.name, action=self.name,
+                                               duration=f"{seconds:.3f}"))
             finally:
                 signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-            seconds = time.monotonic() - started
-            log.info("container %s is running again after %.2f s", container.name, seconds,
-                     extra=fields(Event.CONTAINER_RESUMED, container=container.name,
-                                  action=self.name, duration=f"{seconds:.3f}"))
 
     def _freeze(self, container: Container) -> None:
         if self.name == "pause":
