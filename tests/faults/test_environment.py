@@ -163,12 +163,14 @@ def test_tracker_container_changes_mid_run(fault_stack: Callable[[kit.TypeScenar
 
 
 def run_docker(action: str, name: str) -> bool:
-    """The suite's action on the tracker; False when the run's own stop window had the
-    container stopped (docker refuses to pause a stopped container: not a fault of the run)."""
+    """The suite's action on the tracker; False when the run's own freeze had the container
+    stopped or paused already (docker refuses to pause a stopped or a paused container: not
+    a fault of the run, and the run thaws it itself)."""
     args = ["-t", "2"] if action in ("stop", "restart") else []
     proc = subprocess.run(["/usr/bin/docker", action, *args, name], capture_output=True,
                           text=True, check=False, timeout=120)
-    if proc.returncode != 0 and "is not running" not in proc.stderr:
+    already_frozen = ("is not running" in proc.stderr or "is already paused" in proc.stderr)
+    if proc.returncode != 0 and not already_frozen:
         raise kit.TrialFailed(f"docker {action} {name}: {proc.stderr.strip()}")
     return proc.returncode == 0
 
