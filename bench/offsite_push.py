@@ -29,6 +29,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.kit.cli import command, environment, trackerbackup
 from tests.testbed.tree import create_sqlite_db, create_tree
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -57,11 +58,6 @@ def measured(argv: list[str], env: dict[str, str] | None, repo: Path,
         subprocess.run(argv, check=True, env=env, stdin=source, stdout=subprocess.DEVNULL,
                        stderr=subprocess.DEVNULL, cwd=ROOT)
     return time.monotonic() - started, repo_bytes(repo) - before
-
-
-def trackerbackup(config: Path, *args: str) -> list[str]:
-    return [sys.executable, "-m", "trackerbackup", "--config", str(config),
-            "--log-target", "console", *args]
 
 
 def write_config(work: Path, name: str, db: Path, compose: Path) -> Path:
@@ -111,8 +107,10 @@ def touch_a_few(compose: Path) -> None:
 
 def local_backup(config: Path, backup_type: str) -> Path:
     """Make a local backup (the run does not push: see write_config)."""
-    subprocess.run(trackerbackup(config, "run", backup_type), check=True, cwd=ROOT,
-                   env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL)
+    result = trackerbackup(config, "run", backup_type)
+    if result.returncode != 0:
+        raise SystemExit(f"trackerbackup run {backup_type} exited {result.returncode}:\n"
+                         f"{result.stderr}")
     newest = max((config.parent / "backups" / backup_type).glob("2*"))
     [artifact] = [p for p in newest.iterdir() if p.name != "manifest.toml"]
     return artifact
@@ -122,13 +120,13 @@ def case(work: Path, config: Path, backup_type: str, bare_path: Path,
          change: object) -> dict[str, tuple[float, int]]:
     """Second-push time and growth: trackerbackup sync, bare restic of the raw content,
     and restic of the stored .zst."""
-    tb_env = {**os.environ, "PYTHONPATH": str(ROOT), "CACHE_DIRECTORY": str(work / "cache")}
+    tb_env = {**environment(), "CACHE_DIRECTORY": str(work / "cache")}
     results: dict[str, tuple[float, int]] = {}
     for round_ in (1, 2):
         if round_ == 2:
             change()  # type: ignore[operator]
         artifact = local_backup(config, backup_type)
-        tb = measured(trackerbackup(config, "offsite", "sync", backup_type), tb_env,
+        tb = measured(command(config, "offsite", "sync", backup_type), tb_env,
                       work / "repo-tb")
         bare = measured([RESTIC, "backup", "-q", "--host", "bare", str(bare_path)],
                         restic_env(work, work / "repo-bare"), work / "repo-bare")
