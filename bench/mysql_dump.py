@@ -24,7 +24,10 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.kit.cli import ROOT, command, environment
+
 DUMP = ("mariadb-dump --single-transaction --quick --no-tablespaces --routines --triggers "
         "--events --hex-blob --default-character-set=utf8mb4")
 
@@ -54,10 +57,8 @@ def bare_seconds(container: str, database: str) -> float:
 def trackerbackup_run(config: Path, backup_dir: Path) -> tuple[float, int, int]:
     """(seconds, peak RSS in KiB, stored bytes) of one `run database`."""
     started = time.monotonic()
-    proc = subprocess.Popen([sys.executable, "-m", "trackerbackup", "--config", str(config),
-                             "--log-target", "console", "run", "database"], cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)})
+    proc = subprocess.Popen(command(config, "run", "database"), cwd=ROOT, env=environment(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(proc.pid, 0)
     seconds = time.monotonic() - started
     if os.waitstatus_to_exitcode(status) != 0:

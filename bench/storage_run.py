@@ -25,9 +25,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from tests.kit.cli import ROOT, command, environment
 from tests.testbed.tree import create_sqlite_db
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def build_tree(compose: Path, rows: int, files: int) -> None:
@@ -80,11 +79,9 @@ def trackerbackup_run(compose: Path, work: Path) -> tuple[float, int]:
         f'run_dir = "{work}/run"\ndocker = "/nonexistent/docker"\n'
         f'[storage.retention]\nkeep_last = 1\nkeep_daily = 0\n')
     started = time.monotonic()
-    process = measured(
-        [sys.executable, "-m", "trackerbackup", "--config", str(config), "--log-target",
-         "console", "run", "storage"], work / "ours.rss", cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL)
+    process = measured(command(config, "run", "storage"), work / "ours.rss", cwd=ROOT,
+                       env=environment(), stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL)
     peak = wait_for(process, work / "ours.rss")
     return time.monotonic() - started, peak
 

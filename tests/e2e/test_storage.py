@@ -7,7 +7,6 @@ import os
 import socket
 import stat
 import subprocess
-import sys
 import tarfile
 import threading
 import time
@@ -18,7 +17,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_database_sqlite import manifest
-from tests.kit.cli import ROOT, trackerbackup
+from tests.kit.cli import ROOT, command, environment, trackerbackup
 from tests.testbed.engine import docker
 from tests.testbed.images import Images
 from tests.testbed.prefix import assert_prefix_consistent, read_seq_sqlite
@@ -194,10 +193,8 @@ def test_a_50k_file_tree_is_archived_with_flat_memory(
             (many / f"{directory:03d}" / f"{number:03d}.json").write_bytes(b"{}\n")
     started = time.monotonic()
     with open(tmp_path / "out", "w+") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "trackerbackup", "--config", str(stack.config_path),
-             "--log-target", "console", "run", "storage"], cwd=ROOT,
-            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=out, stderr=out)
+        process = subprocess.Popen(command(stack.config_path, "run", "storage"), cwd=ROOT,
+                                   env=environment(), stdout=out, stderr=out)
         _, wait_status, usage = os.wait4(process.pid, 0)  # this run's own peak RSS
         process.returncode = os.waitstatus_to_exitcode(wait_status)
         out.seek(0)

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 from tests.faults.report import Results
 from tests.faults.secrets_watch import SecretsWatch
 from tests.kit.cli import ROOT, command, environment
+from tests.kit.wait import wait_until
 from tests.testbed.engine import container_state, docker
 from tests.testbed.stack import Flavour, Stack
 from trackerbackup import retention
@@ -170,13 +171,18 @@ def kill_group(proc: subprocess.Popen[bytes]) -> bool:
 
 def wait_for(condition: Callable[[], bool], proc: subprocess.Popen[bytes],
              timeout: float = 60) -> bool:
-    """Poll `condition` every millisecond while `proc` runs; False if it ended first."""
-    deadline = time.monotonic() + timeout
-    while proc.poll() is None and time.monotonic() < deadline:
-        if condition():
-            return True
-        time.sleep(0.001)
-    return False
+    """Poll `condition` every millisecond while `proc` runs; False if it ended first (or
+    `timeout` passed)."""
+
+    def settled() -> str | None:
+        if proc.poll() is not None:
+            return "ended"
+        return "reached" if condition() else None
+
+    try:
+        return wait_until(settled, timeout, interval=0.001) == "reached"
+    except TimeoutError:
+        return False
 
 
 def measure_run(cli: Cli, backup_type: str, runs: int = 2) -> float:

@@ -1,4 +1,4 @@
-"""pytest fixtures of the test bed (registered by tests/e2e/conftest.py, the tier using them).
+"""pytest fixtures of the test bed (imported by the conftest of each tier on the test bed).
 
 Session: `engine`, `images`. Per test: `sqlite_stack`, `mysql_stack`, `stack_factory`,
 `vm` (the VM mounts the stack the test asked for: `mysql_stack` if requested, else
