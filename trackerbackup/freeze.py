@@ -16,22 +16,27 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 from trackerbackup import lock
 from trackerbackup.atomic import write_atomically
 from trackerbackup.docker import Container, Docker
 from trackerbackup.log import Event, fields, get_logger
+from trackerbackup.safefs import read_small_file
 
 log = get_logger()
 
 
+MARKER_LIMIT = 4096
+MARKER_KEYS = {"id": str, "name": str, "action": str, "previous_state": str}
+
+
 def _marker_dir(run_dir: Path) -> Path:
-    return run_dir / "frozen"
+    return lock.private_run_dir(run_dir, "frozen")
 
 
 def _write_marker(run_dir: Path, container: Container, action: str) -> Path:
     directory = _marker_dir(run_dir)
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     marker = directory / f"{container.id}.json"
     write_atomically(marker, json.dumps({"id": container.id, "name": container.name,
                                          "action": action, "previous_state": container.state,
@@ -135,11 +140,11 @@ def freezer_factory(docker: Docker, containers: Sequence[Container], run_dir: Pa
 def recover(docker: Docker, run_dir: Path) -> list[str]:
     """Thaw every container a killed run left frozen; returns their names."""
     directory = _marker_dir(run_dir)
-    if not directory.is_dir():
-        return []
     thawed = []
     for marker in sorted(directory.glob("*.json")):
-        record = json.loads(marker.read_text())
+        record = _read_marker(marker)
+        if record is None:
+            continue
         if _alive(record.get("pid")):
             continue  # its run is still going and will thaw the container itself
         container = docker.container(record["id"])
@@ -154,6 +159,22 @@ def recover(docker: Docker, run_dir: Path) -> list[str]:
                     extra=fields(Event.CONTAINER_RESUMED, container=container.name,
                                  action="recover"))
     return thawed
+
+
+def _read_marker(marker: Path) -> dict[str, Any] | None:
+    """The marker's record, or None (logged) if it is not one this program wrote: it is
+    left alone, as no container is touched on the word of a file we cannot read."""
+    try:
+        record = json.loads(read_small_file(marker, MARKER_LIMIT))
+        if not isinstance(record, dict) or any(
+                not isinstance(record.get(key), kind) for key, kind in MARKER_KEYS.items()):
+            raise ValueError("not a freeze marker")
+    except (OSError, ValueError) as error:  # NotARegularFile and JSON errors are ValueErrors
+        log.warning("ignored %s: %s (not a freeze marker written by trackerbackup; "
+                    "remove it once no container is left paused or stopped)", marker, error,
+                    extra=fields(path=marker))
+        return None
+    return record
 
 
 def _alive(pid: object) -> bool:

@@ -18,8 +18,26 @@ from pathlib import Path
 
 from trackerbackup.errors import EnvironmentProblem, LockBusy
 from trackerbackup.log import fields, get_logger
+from trackerbackup.safefs import check_ancestors, private_dir
 
 BUSY_HINT = "wait for it to finish, or use --wait"
+RUN_DIR_OP = "open the run directory"
+RUN_DIR_FIX = ("set general.run_dir to a directory only root uses (the unit's default, "
+               "/run/trackerbackup, is created by systemd)")
+
+
+def private_run_dir(run_dir: Path, subdirectory: str = "", *, create: bool = True) -> Path:
+    """`run_dir` (or a subdirectory of it), created 0700 if missing when `create`; refused
+    if it is a symlink, not ours or writable by others: locks and freeze markers are
+    trusted, so no one else may plant them (a planted marker would make `recover` start a
+    container)."""
+    check_ancestors(run_dir, "general.run_dir", op=RUN_DIR_OP)
+    path, what = run_dir, "general.run_dir"
+    private_dir(path, create=create, what=what, fix=RUN_DIR_FIX, op=RUN_DIR_OP)
+    if subdirectory:
+        path, what = run_dir / subdirectory, f"{what}/{subdirectory}"
+        private_dir(path, create=create, what=what, fix=RUN_DIR_FIX, op=RUN_DIR_OP)
+    return path
 
 
 def lock_path(run_dir: Path, backup_type: str) -> Path:
@@ -33,14 +51,15 @@ def lock_path(run_dir: Path, backup_type: str) -> Path:
 def hold(run_dir: Path, backup_type: str, *, wait: bool = False) -> Iterator[None]:
     """Hold the lock of `backup_type` for the `with` block.
 
-    Creates `run_dir` (0700) if missing. If another process holds the lock: with `wait`,
-    block until it is free; otherwise raise `LockBusy` naming the holder's PID.
+    Creates `run_dir` (0700) if missing and refuses an unsafe one (`private_run_dir`). If
+    another process holds the lock: with `wait`, block until it is free; otherwise raise
+    `LockBusy` naming the holder's PID.
     Raises `EnvironmentProblem` if the directory or file cannot be created or opened.
     """
     path = lock_path(run_dir, backup_type)
     op = f"take the {backup_type} lock"
+    private_run_dir(run_dir)
     try:
-        run_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         # O_NOFOLLOW: never follow a symlink planted at the lock path; O_CLOEXEC: processes
         # this run starts must not inherit (and so keep alive) the lock.
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from trackerbackup import unit
+from trackerbackup import lock, unit
 from trackerbackup.config import SECRET_KEYS, Config
 from trackerbackup.errors import ConfigError, EnvironmentProblem, TrackerBackupError
 from trackerbackup.repository import FIX_BACKUP_DIR
@@ -99,6 +99,7 @@ def check_findings(conf: Config, backup_types: tuple[str, ...],
     findings += [Finding(str(unsafe))] if unsafe else []
     findings += [Finding(str(exposed), problem=False)] if exposed else []
     findings += _backup_dir_findings(conf.general.backup_dir)
+    findings += _run_dir_findings(conf.general.run_dir)
     findings += _findings(check_free_space, conf.general.backup_dir, 0,
                           conf.general.min_free_bytes)
     findings += list(_unit_findings(conf, backup_types, unit_dirs))
@@ -128,6 +129,16 @@ def _backup_dir_findings(backup_dir: Path) -> list[Finding]:
             findings.append(Finding(f"general.backup_dir {backup_dir} has mode {mode:04o}: "
                                     "the next run tightens it to 0700", problem=False))
     return findings + _findings(_probe_write, backup_dir, found.exists)
+
+
+def _run_dir_findings(run_dir: Path) -> list[Finding]:
+    """The run directory's safety (lock.private_run_dir); missing is fine, as the unit's
+    RuntimeDirectory= and the tmpfiles entry create it."""
+    try:
+        lock.private_run_dir(run_dir, create=False)
+    except TrackerBackupError as error:
+        return [Finding(str(error))]
+    return []
 
 
 def _probe_write(backup_dir: Path, exists: bool) -> None:

@@ -68,7 +68,8 @@ class PrivateDir:
     tightened_from: int | None = None
 
 
-def private_dir(path: Path, *, create: bool, what: str, fix: str) -> PrivateDir:
+def private_dir(path: Path, *, create: bool, what: str, fix: str,
+                op: str = "open the backup directory") -> PrivateDir:
     """Make sure `path` is a directory only this user can use, or refuse.
 
     Refused (EnvironmentProblem, exit 3): a symlink, anything but a directory, a directory
@@ -76,7 +77,8 @@ def private_dir(path: Path, *, create: bool, what: str, fix: str) -> PrivateDir:
     entries in it). A loose mode otherwise (group or others may read or enter) is
     tightened to 0700 when `create` (the caller is about to write), else left alone.
     Missing: created 0700 whatever the umask when `create`, else reported as absent.
-    `what` names the directory in messages ("general.backup_dir"); `fix` is the hint.
+    `what` names the directory in messages ("general.backup_dir"); `fix` is the hint;
+    `op` what the refusal stopped.
     """
     try:
         fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -84,12 +86,12 @@ def private_dir(path: Path, *, create: bool, what: str, fix: str) -> PrivateDir:
         if not create:
             return PrivateDir(path, exists=False)
         _make(path, what)
-        return private_dir(path, create=False, what=what, fix=fix)
+        return private_dir(path, create=False, what=what, fix=fix, op=op)
     except OSError as error:
-        raise _refusal(path, error, what, fix) from error
+        raise _refusal(path, error, what, fix, op) from error
     try:
         info = os.fstat(fd)
-        _refuse_if_shared(path, info, what, fix)
+        _refuse_if_shared(path, info, what, fix, op)
         loose = stat.S_IMODE(info.st_mode) & ~PRIVATE_DIR_MODE
         if loose and create:
             try:
@@ -116,7 +118,7 @@ def _make(path: Path, what: str) -> None:
         raise disk_problem(error, f"create {what}", path) from error
 
 
-def _refusal(path: Path, error: OSError, what: str, fix: str) -> EnvironmentProblem:
+def _refusal(path: Path, error: OSError, what: str, fix: str, op: str) -> EnvironmentProblem:
     try:
         kind = describe_type(os.lstat(path).st_mode)
     except OSError:
@@ -125,27 +127,27 @@ def _refusal(path: Path, error: OSError, what: str, fix: str) -> EnvironmentProb
         return EnvironmentProblem(
             f"{what} is {kind}, not a directory: backups are never written or deleted "
             "through it (it could lead outside the backup directory)",
-            op="open the backup directory", path=str(path), hint=fix)
+            op=op, path=str(path), hint=fix)
     return disk_problem(error, f"open {what}", path)
 
 
-def _refuse_if_shared(path: Path, info: os.stat_result, what: str, fix: str) -> None:
+def _refuse_if_shared(path: Path, info: os.stat_result, what: str, fix: str, op: str) -> None:
     mode = stat.S_IMODE(info.st_mode)
     if info.st_uid != os.geteuid():
         raise EnvironmentProblem(
             f"{what} is owned by uid {info.st_uid}, not by uid {os.geteuid()} (this user): "
-            "that user could read or replace the backups",
-            op="open the backup directory", path=str(path),
+            "that user could read or replace what is kept in it",
+            op=op, path=str(path),
             hint=f"chown {os.geteuid()} {path}, or {fix}")
     if mode & (stat.S_IWGRP | stat.S_IWOTH):
         raise EnvironmentProblem(
             f"{what} is writable by other users (mode {mode:04o}): anything in it may have "
             "been planted",
-            op="open the backup directory", path=str(path),
+            op=op, path=str(path),
             hint=f"check its content, then chmod 700 {path}")
 
 
-def check_ancestors(path: Path, what: str) -> None:
+def check_ancestors(path: Path, what: str, op: str = "open the backup directory") -> None:
     """Refuse a path whose existing parents another user could rename or replace: owned
     by a user other than root or this one, or writable by everyone without the sticky bit."""
     real = Path(os.path.realpath(path.parent))
@@ -162,8 +164,8 @@ def check_ancestors(path: Path, what: str) -> None:
         else:
             continue
         raise EnvironmentProblem(
-            f"{ancestor}, a parent of {what}, {problem}: another user could replace the "
-            "backup directory", op="open the backup directory", path=str(path),
+            f"{ancestor}, a parent of {what}, {problem}: another user could replace "
+            f"{what}", op=op, path=str(path),
             hint=f"put {what} under directories only root can change")
 
 

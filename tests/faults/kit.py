@@ -68,7 +68,8 @@ ALL_SCENARIOS = (
     TypeScenario("database-stop-window", "database", config=STOP, in_short=False),
     TypeScenario("selective", "selective"),
     TypeScenario("storage", "storage"),
-    # TypeScenario("database-mysql", "database", flavour="mysql"),  # when MySQL lands
+    TypeScenario("database-mysql", "database", flavour="mysql"),
+    TypeScenario("critical", "critical"),
 )
 UNAVAILABLE = tuple(s.name for s in ALL_SCENARIOS if not s.available)
 
@@ -194,12 +195,18 @@ def measure_run(cli: Cli, backup_type: str, runs: int = 2) -> float:
 
 
 def ensure_tracker_running(stack: Stack) -> None:
-    """Put the tracker back in service after a fault that stopped or paused it."""
-    state = container_state(stack.tracker_container)
-    if state == "paused":
-        docker("unpause", stack.tracker_container)
-    elif state != "running":
-        docker("start", stack.tracker_container)
+    """Put the tracker (and its MySQL server) back in service after a fault that stopped or
+    paused them."""
+    for name in (stack.mysql_container, stack.tracker_container):
+        if name is None:
+            continue
+        state = container_state(name)
+        if state == "paused":
+            docker("unpause", name)
+        elif state != "running":
+            docker("start", name)
+    if stack.mysql_container is not None:
+        stack.wait_mysql()  # a restarted server takes a while to answer
 
 
 # -- the checks after a fault -------------------------------------------------------------

@@ -156,12 +156,12 @@ class Stack:
                "-e", f"MYSQL_USER={MYSQL_USER}", "-e", "MYSQL_PASSWORD",
                image, env={"MYSQL_ROOT_PASSWORD": self.secrets.mysql_root_password,
                            "MYSQL_PASSWORD": self.secrets.mysql_password})
-        self._wait_mysql()
+        self.wait_mysql()
         # The init file held the passwords; it has been read at start.
         docker("exec", self.mysql_container, "rm", "-f", "/run/mysqld/init.sql")
         self.mysql_exec(tree.mysql_load_sql(self.initial_db), database=MYSQL_DATABASE)
 
-    def _wait_mysql(self, timeout: float = 90) -> None:
+    def wait_mysql(self, timeout: float = 90) -> None:
         def answers() -> bool:
             returncode: int = self._mysql_cli(["-e", "SELECT 1"], check=False).returncode
             return returncode == 0

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from trackerbackup.errors import ExitCode, LockBusy
+from trackerbackup.errors import EnvironmentProblem, ExitCode, LockBusy
 from trackerbackup.lock import hold, lock_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -177,3 +177,42 @@ def test_released_when_the_block_raises(tmp_path: Path) -> None:
 def test_refuses_type_names_that_are_not_file_names(tmp_path: Path, name: str) -> None:
     with pytest.raises(ValueError, match="not a backup type name"):
         lock_path(tmp_path, name)
+
+
+def test_refuses_a_run_dir_that_is_a_symlink(tmp_path: Path) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    (tmp_path / "run").symlink_to(elsewhere)
+
+    with pytest.raises(EnvironmentProblem, match=r"general\.run_dir is a symbolic link"), \
+            hold(tmp_path / "run", "database"):
+        pass
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize(("change", "expected"), [
+    (lambda p: os.chown(p, 65534, 65534), "owned by uid 65534"),
+    (lambda p: os.chmod(p, 0o777), "writable by other users"),
+])
+def test_refuses_a_run_dir_others_could_plant_locks_in(
+        tmp_path: Path, change: Callable[[Path], None], expected: str) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o700)
+    change(run_dir)
+
+    with pytest.raises(EnvironmentProblem, match=expected) as refused, hold(run_dir, "database"):
+        pass
+    assert refused.value.exit_code == ExitCode.ENVIRONMENT
+    assert "general.run_dir" in str(refused.value)
+    assert str(run_dir) in (refused.value.hint or "")
+    assert not (run_dir / "database.lock").exists()
+
+
+def test_tightens_a_run_dir_others_may_only_read(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    run_dir.mkdir(mode=0o755)
+    os.chmod(run_dir, 0o755)
+
+    with hold(run_dir, "database"):
+        pass
+    assert stat.S_IMODE(run_dir.stat().st_mode) == 0o700

@@ -98,3 +98,13 @@ def test_check_names_the_drop_in_a_backup_dir_outside_the_unit_needs(tmp_path: P
                                "trackerbackup@.service', then [Service] "
                                f"ReadWritePaths={tmp_path}/backups")
     assert run_dir.startswith(f"general.run_dir {tmp_path}/run: ")
+
+
+def test_check_reports_a_run_dir_others_could_plant_locks_or_markers_in(tmp_path: Path) -> None:
+    conf = site(tmp_path)
+    (tmp_path / "run").mkdir(mode=0o700)
+    (tmp_path / "run").chmod(0o777)
+    [(problem, message)] = messages(conf)
+    assert problem
+    assert "general.run_dir is writable by other users (mode 0777)" in message
+    assert "open the run directory" in message
