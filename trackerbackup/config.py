@@ -185,8 +185,11 @@ RETENTION = {
                            minimum=0, maximum=5_200),
     "keep_monthly": Setting("Keep the newest backup of each of the last N months.",
                             minimum=0, maximum=1_200),
-    "max_age_days": Setting("Then delete backups older than N days, even those a keep "
-                            "rule picked; 0: no age limit.", minimum=0, maximum=36_500),
+    "max_age_days": Setting("Then delete backups that started more than N days before the "
+                            "newest verified one (not before the clock's now: a clock "
+                            "that jumped or weeks of failures expire nothing), even those a "
+                            "daily, weekly or monthly rule picked, never the keep_last "
+                            "newest; 0: no age limit.", minimum=0, maximum=36_500),
 }
 
 

@@ -71,8 +71,9 @@ class Offsite:
                                minimum=0, maximum=5_200)
     keep_monthly: int = setting(12, "And the newest of each of the last N months.",
                                 minimum=0, maximum=1_200)
-    max_age_days: int = setting(0, "Then delete off-site backups older than N days; 0: no "
-                                "age limit.", minimum=0, maximum=36_500)
+    max_age_days: int = setting(0, "Then delete off-site backups that started more than N "
+                                "days before the newest verified one (as a type's "
+                                "max_age_days); 0: no age limit.", minimum=0, maximum=36_500)
 
     @property
     def retention(self) -> RetentionPolicy:

@@ -10,8 +10,10 @@ The rules are the ones operators know from `restic forget` (and borg/borgmatic `
   once and lists every reason. Unlike restic >= 0.14 and borg, a rule with counts left
   over does not additionally keep the oldest backup: a bucket rule only ever keeps the
   newest backup of a bucket.
-- `max_age_days` deletes every backup that started more than that many days before `now`,
-  even one a bucket rule picked. 0 turns a rule off.
+- `max_age_days` deletes every backup that started more than that many days before the
+  newest verified backup (restic's `--keep-within` measures from the newest snapshot
+  too), even one a daily/weekly/monthly rule picked, but never one of the `keep_last`
+  newest verified backups. 0 turns a rule off.
 
 Safety, after the failure modes reported against comparable tools:
 
@@ -22,7 +24,11 @@ Safety, after the failure modes reported against comparable tools:
   zero backups.
 - Clocks are not trusted: a backup that started after `now` (made while a clock was wrong)
   is kept and counts for nothing (neither the floor nor a bucket), so it can never push
-  out the backups made since; once `now` passes its time it is an ordinary backup.
+  out the backups made since; once `now` passes its time it is an ordinary backup. Ages
+  are measured from the newest verified backup, not from `now`: a `now` far ahead (a
+  clock that jumped, or weeks without a good backup) expires nothing by itself, and a
+  backup made under a clock that jumped ahead cannot make `max_age_days` take the
+  `keep_last` backups before it.
 - `protect` names backups that are kept whatever the rules say: the run that just made a
   backup never deletes it.
 
@@ -173,12 +179,13 @@ def _decide(ordered: list[BackupRef], now: datetime, policy: RetentionPolicy) ->
 
     floor = verified[0]
     selected = _selected(verified, policy)
-    cutoff = now - timedelta(days=policy.max_age_days) if policy.max_age_days else None
+    cutoff = floor.started - timedelta(days=policy.max_age_days) if policy.max_age_days else None
+    newest_ids = {b.id for b in verified[:policy.keep_last]}
     age_reason = f"older than max_age_days={policy.max_age_days}"
 
     decisions: list[Decision] = []
     for backup in ordered:
-        expired = cutoff is not None and backup.started < cutoff
+        expired = cutoff is not None and backup.started < cutoff and backup.id not in newest_ids
         if backup.id in future:
             decisions.append(Decision(backup, True, (FUTURE_REASON,)))
         elif not backup.verified:

@@ -18,7 +18,8 @@ CLOCK_TEXT = ("120 simulated days, 1-4 runs a day, each run drawn: success, fail
               "backup is verified, a future-dated backup never costs a good one.")
 POLICIES = [RetentionPolicy(keep_last=1, keep_daily=1), RetentionPolicy(),
             RetentionPolicy(keep_last=3, keep_daily=7, keep_weekly=4, keep_monthly=3),
-            RetentionPolicy(keep_last=1, keep_daily=0, max_age_days=2)]
+            RetentionPolicy(keep_last=1, keep_daily=0, max_age_days=2),
+            RetentionPolicy(keep_last=3, keep_daily=7, max_age_days=5)]
 SCENARIO = kit.TypeScenario("retention", "database")
 
 

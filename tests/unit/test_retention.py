@@ -194,28 +194,52 @@ SCENARIOS = [
         ],
     ),
     Scenario(
-        "max_age_days deletes what a bucket rule picked; the cutoff itself is kept",
+        "max_age_days (from the newest verified backup) deletes what a bucket rule picked; "
+        "the cutoff itself is kept",
         P(keep_last=1, keep_daily=7, max_age_days=3),
         days("2026-11-20", 6, "03:00"),
         [
             "2026-11-25 03:00 keep: last 1; daily 2026-11-25",
             "2026-11-24 03:00 keep: daily 2026-11-24",
             "2026-11-23 03:00 keep: daily 2026-11-23",
-            "2026-11-22 03:00 drop: older than max_age_days=3",
+            "2026-11-22 03:00 keep: daily 2026-11-22",
             "2026-11-21 03:00 drop: older than max_age_days=3",
             "2026-11-20 03:00 drop: older than max_age_days=3",
         ],
         now="2026-11-26 03:00",
     ),
     Scenario(
-        "floor: all older than max_age_days, the newest verified one stays",
+        "weeks without a backup: a `now` far past max_age_days expires nothing by itself",
         P(keep_last=3, keep_daily=7, max_age_days=30),
         ["2026-09-01 03:00", "2026-09-02 03:00", "2026-09-03 03:00"],
         [
-            "2026-09-03 03:00 keep: newest verified (floor)",
+            "2026-09-03 03:00 keep: last 1; daily 2026-09-03",
+            "2026-09-02 03:00 keep: last 2; daily 2026-09-02",
+            "2026-09-01 03:00 keep: last 3; daily 2026-09-01",
+        ],
+    ),
+    Scenario(
+        "floor: all older than max_age_days before the newest, which stays",
+        P(keep_last=0, keep_daily=7, max_age_days=30),
+        ["2026-09-01 03:00", "2026-09-02 03:00", "2026-11-03 03:00"],
+        [
+            "2026-11-03 03:00 keep: daily 2026-11-03",
             "2026-09-02 03:00 drop: older than max_age_days=30",
             "2026-09-01 03:00 drop: older than max_age_days=30",
         ],
+    ),
+    Scenario(
+        "a backup made while the clock had jumped a year ahead cannot make max_age_days "
+        "take the keep_last backups before it",
+        P(keep_last=3, keep_daily=7, max_age_days=30),
+        ["2026-11-23 03:00", "2026-11-24 03:00", "2026-11-25 03:00", "2027-11-26 03:00"],
+        [
+            "2027-11-26 03:00 keep: last 1; daily 2027-11-26",
+            "2026-11-25 03:00 keep: last 2; daily 2026-11-25",
+            "2026-11-24 03:00 keep: last 3; daily 2026-11-24",
+            "2026-11-23 03:00 drop: older than max_age_days=30",
+        ],
+        now="2027-11-26 04:00",
     ),
     Scenario(
         "floor: no keep rule at all still keeps the newest verified one",
@@ -270,9 +294,9 @@ SCENARIOS = [
         P(keep_last=1, keep_daily=7, max_age_days=7),
         ["2026-11-14 03:00", "2026-11-15 03:00", "2026-11-16 03:00"],
         [
-            "2026-11-16 03:00 keep: newest verified (floor)",
-            "2026-11-15 03:00 drop: older than max_age_days=7",
-            "2026-11-14 03:00 drop: older than max_age_days=7",
+            "2026-11-16 03:00 keep: last 1; daily 2026-11-16",
+            "2026-11-15 03:00 keep: daily 2026-11-15",
+            "2026-11-14 03:00 keep: daily 2026-11-14",
         ],
     ),
     Scenario(
