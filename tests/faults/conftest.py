@@ -92,5 +92,6 @@ def secrets_line() -> str:
         return "**found**: " + "; ".join(WATCH.hits)
     return (f"none of the {len(WATCH.secrets)} test bed secrets was found in "
             f"{WATCH.scans:,} scans of every process's /proc/PID/cmdline or in "
-            f"{WATCH.texts:,} outputs (trackerbackup's console log, which is what the "
-            f"journal receives, and the tests' reports).")
+            f"{WATCH.texts:,} texts: trackerbackup's console log, the tests' reports, and "
+            f"every field of the {WATCH.journal_entries:,} journal entries sent to the "
+            "suite's journald socket (tests/faults/test_journal.py).")

@@ -22,6 +22,7 @@ class SecretsWatch:
     hits: list[str] = field(default_factory=list)
     scans: int = 0
     texts: int = 0
+    journal_entries: int = 0  # of those texts, journal entries (every field scanned)
     _stop: threading.Event = field(default_factory=threading.Event)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _thread: threading.Thread | None = None
