@@ -35,6 +35,7 @@ T = TypeVar("T")
 MODE_VAR = "TRACKERBACKUP_FAULTS"  # "short" (CI, the default) or "long"
 TRIALS_VAR = "TRACKERBACKUP_FAULTS_TRIALS"  # overrides the long mode's count per type
 SEED_VAR = "TRACKERBACKUP_FAULTS_SEED"
+REPEATS_VAR = "TRACKERBACKUP_FAULTS_REPEATS"  # long mode: each milestone and fault variant
 POLICY = retention.RetentionPolicy(keep_last=3, keep_daily=0)
 RETENTION_TOML = "keep_last = 3\nkeep_daily = 0\n"
 
@@ -89,7 +90,8 @@ class Mode:
         if name == "short":  # 5 kills per type: 3 at random points, 2 milestones
             return cls("short", 3, 2, 1)
         trials = int(os.environ.get(TRIALS_VAR, "50"))
-        return cls("long", trials, None, max(1, trials // 10))
+        repeats = int(os.environ.get(REPEATS_VAR) or max(1, trials // 10))
+        return cls("long", trials, None, repeats)
 
     def describe(self) -> str:
         milestones = (f"a sample of {self.milestones} milestones" if self.milestones is not None

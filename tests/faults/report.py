@@ -77,6 +77,7 @@ def render(results: Results, *, mode: str, seed: int, counts: str, unavailable: 
     ]
     if unavailable:
         lines += ["", f"Types not available in this version (not run): {', '.join(unavailable)}."]
+    lines += kills_per_scenario(results)
     for fault in sorted(results.faults):
         lines += ["", f"## {fault}", "", results.descriptions[fault], "",
                   "| type scenario | trials | hit | failures | checked after each trial |",
@@ -93,3 +94,22 @@ def render(results: Results, *, mode: str, seed: int, counts: str, unavailable: 
         lines += ["", "## Failures", ""]
         lines += [f"- {failure.splitlines()[0][:300]}" for failure in results.failures[:30]]
     return "\n".join(lines) + "\n"
+
+
+def kills_per_scenario(results: Results) -> list[str]:
+    """A summary of the SIGKILL faults: random points + milestones per type scenario."""
+    kills: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for fault, rows in results.faults.items():
+        if not fault.startswith("SIGKILL"):
+            continue
+        for name, row in rows.items():
+            counts = kills[name.split(" (")[0]]
+            counts[0] += row.trials
+            counts[1] += row.failures
+    if not kills:
+        return []
+    lines = ["", "SIGKILL trials per type scenario (random points and milestones together):", "",
+             "| type scenario | SIGKILL trials | failures |", "| --- | ---: | ---: |"]
+    lines += [f"| {name} | {trials} | {failures} |"
+              for name, (trials, failures) in sorted(kills.items())]
+    return lines
