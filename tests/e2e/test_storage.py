@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import os
 import socket
+import sqlite3
 import stat
 import subprocess
 import tarfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +22,12 @@ from tests.e2e.test_database_sqlite import manifest
 from tests.kit.cli import ROOT, command, environment, trackerbackup
 from tests.testbed.engine import docker
 from tests.testbed.images import Images
-from tests.testbed.prefix import assert_prefix_consistent, read_seq_sqlite
-from tests.testbed.stack import LABEL, Stack
+from tests.testbed.prefix import (
+    assert_prefix_consistent,
+    assert_tables_prefix_consistent,
+    read_seq_sqlite,
+)
+from tests.testbed.stack import LABEL, MYSQL_DATABASE, Stack
 from trackerbackup.stream import open_raw
 
 pytestmark = pytest.mark.testbed
@@ -205,3 +211,74 @@ def test_a_50k_file_tree_is_archived_with_flat_memory(
     assert manifest(backup)["source"]["members"] > 50_000
     with capsys.disabled():  # reported, not asserted (speed is never asserted)
         print(f"\n[storage] 50k files: {elapsed:.1f} s, peak RSS {usage.ru_maxrss / 1024:.0f} MiB")
+
+
+def test_mysql_flavour_archives_the_dump_instead_of_the_datadir(mysql_stack: Stack,
+                                                                tmp_path: Path) -> None:
+    stack = mysql_stack
+    before = stack.wait_for_commits(200)
+    result = trackerbackup(stack.config_path, "run", "storage")
+    assert result.returncode == 0, result.stderr
+    [backup] = storage_backups(stack)
+    source = manifest(backup)["source"]
+    storage = str(stack.storage_dir).lstrip("/")
+    dump_name = f"{storage}/mysql/trackerbackup-dump/{MYSQL_DATABASE}.sql"
+    [dump] = [s for s in source["substitutions"] if s["strategy"] == "mysql-dump"]
+    assert (dump["path"], dump["replaces"], dump["database"]) == (
+        dump_name, f"{storage}/mysql/data", MYSQL_DATABASE)
+    assert dump["containers"] == [stack.mysql_container]
+    assert dump["trailer"].startswith("-- Dump completed")
+    assert "--single-transaction" in dump["dump_options"]
+
+    dumped = tmp_path / "dump.sql"
+    members = archive(backup, {dump_name: dumped})
+    assert (members[dump_name].uid, members[dump_name].mode) == (0, 0o600)
+    tree = [*walk(stack.storage_dir), stack.compose_dir / "docker-compose.yml",
+            stack.compose_dir / ".env"]
+    datadir = stack.mysql_data
+    for path in tree:
+        name = str(path).lstrip("/")
+        if transient(name) or path == datadir or datadir in path.parents:
+            continue
+        info, member = os.lstat(path), members.pop(name)
+        assert (member.uid, member.gid, member.mode) == (
+            info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)), name
+    assert [n for n in members if not transient(n)] == [dump_name], "the tree and the dump"
+
+    stack.mysql_exec(b"CREATE DATABASE restored_db")
+    stack.mysql_exec(dumped.read_bytes(), database="restored_db")
+    seq = assert_tables_prefix_consistent(stack.mysql_tables("restored_db"), stack.initial_db,
+                                          stack.oplog)
+    assert seq >= before["last_seq"]
+    assert {name: len(rows) for name, rows in stack.mysql_tables("restored_db").items()} \
+        == dump["table_rows"]
+
+    # the product loads it: in place, the tracker stopped, the live database dumped aside
+    status = stack.stop_writer()
+    assert status["failed"] == 0, status["errors"]
+    restored = trackerbackup(stack.config_path, "restore", "storage", "--latest",
+                             "--in-place", "--yes")
+    assert restored.returncode == 0, restored.stderr
+    assert stack.mysql_tables() == stack.mysql_tables("restored_db")
+    assert list((stack.backup_dir / "safety").glob(f"storage-*/{MYSQL_DATABASE}.sql.zst"))
+
+
+def test_a_wal_database_under_writes_is_substituted_by_a_consistent_snapshot(
+        stack_factory: Callable[..., Stack], tmp_path: Path) -> None:
+    stack = stack_factory(flavour="sqlite", journal_mode="wal")
+    stack.wait_for_commits(200)
+    assert stack.db_path.with_name("tracker.db-wal").exists()  # the writer is in WAL mode
+    result = trackerbackup(stack.config_path, "run", "storage")
+    assert result.returncode == 0, result.stderr
+    [backup] = storage_backups(stack)
+    tracker_db = str(stack.db_path).lstrip("/")
+    snapshot = tmp_path / "tracker.db"
+    members = archive(backup, {tracker_db: snapshot})
+    assert not [n for n in members if n.startswith(f"{tracker_db}-")], "no -wal or -shm"
+    [sub] = [s for s in manifest(backup)["source"]["substitutions"] if s["path"] == tracker_db]
+    assert sub["journal_mode"] == "wal"
+    with closing(sqlite3.connect(snapshot)) as db:
+        assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+    assert assert_prefix_consistent(snapshot, stack.initial_db, stack.oplog) > 0
+    status = stack.stop_writer()
+    assert status["failed"] == 0, status["errors"]

@@ -20,6 +20,7 @@ from trackerbackup.sources.database import SqliteSnapshotKind, database_source
 from trackerbackup.sources.files import FilesSource
 from trackerbackup.sources.mysql_kind import MysqlDumpKind
 from trackerbackup.sources.storage import StorageSource
+from trackerbackup.sources.storage_mysql import StorageKind
 
 
 def _selective(config: Config, backup_type: str, docker: Docker) -> Source:
@@ -42,8 +43,10 @@ def source_kind(kind: str, config: Config, docker: Docker) -> SourceKind:
     """The read side for a manifest's `source.kind`."""
     if kind == "sqlite":
         return SqliteSnapshotKind(config, docker)
-    if kind in ("files", "storage"):
+    if kind == "files":
         return ArchiveKind(config, docker)
+    if kind == "storage":
+        return StorageKind(config, docker)
     if kind == CRITICAL_KIND:
         return CriticalKind(config, docker)
     if kind == "mysql":

@@ -6,7 +6,8 @@ docker-compose.yml and .env. Every SQLite database in the tree is replaced by a
 consistent snapshot at its own path (`substitutes.py`); the manifest lists each
 substitution. Left out: the backup directory when it lies inside the tree, the operator's
 `[storage] exclude` patterns, and a server database's datadir (`DATADIRS`), which cannot
-be copied consistently from the outside.
+be copied consistently from the outside: with tracker.driver = "mysql" its consistent dump
+is added instead (`storage_mysql.py`).
 
 Files that change while read are archived as read and named in the warnings; unlike the
 selective type, one that shrinks (a log truncated by logrotate) is padded with zeros
@@ -21,10 +22,12 @@ from trackerbackup.config import Config, TypeSettings
 from trackerbackup.docker import Docker
 from trackerbackup.errors import EnvironmentProblem
 from trackerbackup.log import Event, fields, get_logger
+from trackerbackup.mysql import MysqlServer
 from trackerbackup.repository import PartialBackup
 from trackerbackup.sources import Plan, SourceResult
 from trackerbackup.sources.database import sqlite_policy
 from trackerbackup.sources.files import TarWriter, resolve
+from trackerbackup.sources.storage_mysql import add_dump, dump_dir
 from trackerbackup.sources.substitutes import DatabaseSubstitutes, is_database
 from trackerbackup.sources.walk import FileSet, member_name
 from trackerbackup.stream import SUFFIX
@@ -32,8 +35,7 @@ from trackerbackup.stream import SUFFIX
 log = get_logger()
 COMPOSE_FILES = ("docker-compose.yml", ".env")
 # tracker.driver -> its server's datadir (relative to the storage tree), never archived
-# raw. Its consistent dump is the MySQL source's (issue 11), added where `write` says
-# MYSQL_DUMP_HOOK.
+# raw. Its consistent dump is the MySQL source's (issue 11), added by `storage_mysql`.
 DATADIRS = {"mysql": "mysql/data"}
 SETID_BITS = stat.S_ISUID | stat.S_ISGID
 
@@ -43,7 +45,8 @@ def storage_files(config: Config, settings: TypeSettings) -> FileSet:
     storage = config.general.storage
     resolved = resolve(config, settings, (str(storage), *COMPOSE_FILES))
     datadir = DATADIRS.get(config.tracker.driver)
-    extra = (storage / datadir,) if datadir else ()
+    # The dump's own directory too: a restore in place leaves the dump there.
+    extra = (storage / datadir, dump_dir(storage)) if datadir else ()
     return FileSet(roots=resolved.roots, missing=resolved.missing,
                    exclude_patterns=resolved.exclude_patterns,
                    exclude_dirs=resolved.exclude_dirs + extra)
@@ -57,6 +60,9 @@ class StorageSource:
         self.settings = settings
         self.docker = docker
         self.files = storage_files(config, settings)
+        datadir = DATADIRS.get(config.tracker.driver)
+        self.datadir = config.general.storage / datadir if datadir else None
+        self.mysql = MysqlServer(config, docker) if datadir else None
 
     def _require_storage(self) -> None:
         storage = self.config.general.storage
@@ -79,11 +85,17 @@ class StorageSource:
         largest = max((size for _, size in databases), default=0)
         return Plan(
             items=tuple(str(p) for p in self.files.roots),
-            estimated_bytes=total + largest,
+            estimated_bytes=total + largest + 2 * self._mysql_bytes(),
             warnings=tuple(f"not found, not archived: {p}" for p in self.files.missing),
             details={"databases": [path for path, _ in databases],
                      "missing": [str(p) for p in self.files.missing]},
         )
+
+    def _mysql_bytes(self) -> int:
+        """The MySQL data's size: its dump waits in scratch, then goes into the archive."""
+        if self.mysql is None:
+            return 0
+        return sum(size for _, _, size in self.mysql.tables(self.mysql.database()))
 
     def write(self, backup: PartialBackup, plan: Plan) -> SourceResult:
         self._require_storage()
@@ -104,9 +116,10 @@ class StorageSource:
                 if stat.S_ISREG(entry.st.st_mode) and entry.st.st_mode & SETID_BITS:
                     setid.append(member_name(entry.path))
                 tar.add(entry)
+            if self.mysql is not None and self.datadir is not None:
+                substitutes.records.append(add_dump(self.mysql, self.config.general.storage,
+                                                    self.datadir, tar, backup.scratch))
             tar.close()
-        # MYSQL_DUMP_HOOK (issue 11): with tracker.driver = "mysql" the datadir is left
-        # out above; the dump that replaces it is written here as a second artifact.
         return SourceResult(
             details={"source": self._record(plan, tar.members, substitutes.records, setid)},
             warnings=tuple(notes) + tuple(tar.warnings) + tuple(substitutes.warnings),
