@@ -10,21 +10,25 @@ import sqlite3
 import stat
 import tarfile
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, cast
 
 import pytest
 
 from tests.testbed import tree
 from tests.unit.test_docker import container, fake_docker
 from trackerbackup import config
-from trackerbackup.docker import Docker
+from trackerbackup.docker import Container, Docker
+from trackerbackup.errors import BackupFailed
+from trackerbackup.execute import Streamed
+from trackerbackup.mysql import MysqlServer, Server
 from trackerbackup.repository import Repository
 from trackerbackup.sources import RestoreRequest, StoredBackup, files
 from trackerbackup.sources.registry import source_kind
 from trackerbackup.sources.storage import StorageSource
+from trackerbackup.sources.storage_mysql import StorageKind, dump_record, load_dump
 from trackerbackup.stream import CHUNK, open_raw
 
 SECRETS = tree.Secrets("root-pw", "pw", "grafana-pw", "token")
@@ -197,16 +201,99 @@ def test_exclude_patterns_backup_dir_inside_a_socket_and_a_fifo(
     assert str(inside) in backup.manifest.source["excluded_dirs"]
 
 
-def test_mysql_flavour_leaves_the_datadir_out(tmp_path: Path) -> None:
+DUMP = (b"CREATE TABLE `t` (id int);\nINSERT INTO `t` VALUES (1),(2);\n"
+        b"-- Dump completed on 2026-01-01\n")
+
+
+class FakeMysql:
+    """The MySQL server as StorageSource uses it: identified, sized, dumped, loaded."""
+
+    def __init__(self, trailer: bytes = DUMP) -> None:
+        self.dump_bytes = trailer
+        self.loaded: list[tuple[str, bytes]] = []
+        self.created: list[str] = []
+
+    def server(self) -> Server:
+        return Server(Container("m1", "mysql", "running"), "mariadb", "11.4.2-MariaDB",
+                      "mariadb-dump", "mariadb")
+
+    def container(self) -> Container:
+        return self.server().container
+
+    def database(self) -> str:
+        return "torrust_tracker"
+
+    def tables(self, database: str) -> list[tuple[str, str, int]]:
+        return [("t", "InnoDB", 16384)]
+
+    def database_exists(self, database: str) -> bool:
+        return False
+
+    def create_database(self, database: str) -> None:
+        self.created.append(database)
+
+    def dump(self, database: str, stdout_to: Callable[[bytes], object]) -> Streamed:
+        stdout_to(self.dump_bytes)
+        return Streamed("", len(self.dump_bytes))
+
+    def load(self, database: str, source: IO[bytes]) -> None:
+        self.loaded.append((database, source.read()))
+
+
+def mysql_site(tmp_path: Path) -> tuple[Site, StorageSource, FakeMysql]:
     site = make_site(tmp_path)
     datadir = site.storage / "mysql/data"
     datadir.mkdir(parents=True)
     (datadir / "ibdata1").write_bytes(b"\0" * 4096)
     conf = dataclasses.replace(site.conf, tracker=dataclasses.replace(site.conf.tracker,
                                                                       driver="mysql"))
-    names = set(members(run_storage(dataclasses.replace(site, conf=conf))))
-    assert f"{site.prefix}/storage/mysql" in names
-    assert not [n for n in names if n.startswith(f"{site.prefix}/storage/mysql/data")]
+    site = dataclasses.replace(site, conf=conf)
+    source = StorageSource(conf, conf.type("storage"), site.docker)
+    fake = FakeMysql()
+    source.mysql = cast(MysqlServer, fake)
+    return site, source, fake
+
+
+def test_mysql_flavour_archives_the_dump_instead_of_the_datadir(tmp_path: Path) -> None:
+    site, source, _ = mysql_site(tmp_path)
+    dump = f"{site.prefix}/storage/mysql/trackerbackup-dump/torrust_tracker.sql"
+    (site.storage / "mysql/trackerbackup-dump").mkdir()  # left by a restore in place
+    (site.storage / "mysql/trackerbackup-dump/torrust_tracker.sql").write_bytes(b"old")
+    backup = run_storage(site, source)
+    (tmp_path / "out").mkdir()
+    found = members(backup, tmp_path / "out")
+    assert f"{site.prefix}/storage/mysql" in found
+    assert not [n for n in found if n.startswith(f"{site.prefix}/storage/mysql/data")]
+    assert [n for n in found if "trackerbackup-dump" in n] == [dump]  # once, the new one
+    assert (found[dump].mode, found[dump].uid, found[dump].size) == (0o600, 0, len(DUMP))
+    assert (tmp_path / "out" / dump.replace("/", "%")).read_bytes() == DUMP
+    [record] = [s for s in backup.manifest.source["substitutions"]
+                if s["strategy"] == "mysql-dump"]
+    assert record["replaces"] == f"{site.prefix}/storage/mysql/data"
+    assert record["trailer"].startswith("-- Dump completed")
+    assert record["table_rows"] == {"t": 2}
+    assert record["containers"] == ["mysql"]
+
+
+def test_mysql_dump_that_is_cut_short_fails_the_run(tmp_path: Path) -> None:
+    site, source, fake = mysql_site(tmp_path)
+    fake.dump_bytes = DUMP[:30]
+    with pytest.raises(BackupFailed, match="trailer"):
+        run_storage(site, source)
+    assert not list(site.conf.general.backup_dir.glob("storage/2*"))
+
+
+def test_mysql_dump_is_loaded_by_a_restore_in_place_only(tmp_path: Path) -> None:
+    site, source, fake = mysql_site(tmp_path)
+    backup = run_storage(site, source)
+    kind = StorageKind(site.conf, site.docker)
+    target = RestoreRequest(target=tmp_path / "restored")
+    assert "unloaded" in kind.restore_steps(backup, target)[-1].description
+    record = dump_record(backup.manifest.source)
+    assert record is not None
+    path, artifact = backup.only_artifact()
+    load_dump(cast(MysqlServer, fake), path, artifact.compression, record, "torrust_tracker")
+    assert fake.loaded == [("torrust_tracker", DUMP)]
 
 
 def test_a_file_that_grows_shrinks_or_vanishes_during_the_walk_is_named(
