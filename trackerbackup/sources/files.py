@@ -1,11 +1,12 @@
 """Files and directories as one streamed tar archive (the selective type; storage builds on it).
 
 Members keep numeric owners, modes (setgid directories included), symlinks as links and
-mtimes (PAX format: sub-second times, long names). Member names are the absolute host
-path without its leading '/', like GNU tar, so a restore knows where each file belongs.
-The backup directory is never archived, even when it lies inside a configured path
-(`walk.py`). Sockets, FIFOs and device nodes are not archived (their programs recreate
-them, and a restore refuses them): they are skipped and named in the manifest's warnings.
+mtimes (PAX format: sub-second times, long names; headers from `tarheader.py`). Member
+names are the absolute host path without its leading '/', like GNU tar, so a restore
+knows where each file belongs. The backup directory is never archived, even when it lies
+inside a configured path (`walk.py`). Sockets, FIFOs and device nodes are not archived
+(their programs recreate them, and a restore refuses them): they are skipped and named in
+the manifest's warnings.
 
 A file is opened without following links or blocking (O_NOFOLLOW | O_NONBLOCK) and must
 still be a regular file once open; it is archived with the size it had when opened. One
@@ -20,18 +21,18 @@ import grp
 import os
 import pwd
 import stat
-import tarfile
+import time
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import IO
 
 from trackerbackup.config import Config, TypeSettings
 from trackerbackup.errors import BackupFailed
 from trackerbackup.log import Event, fields, get_logger, printable
 from trackerbackup.repository import PartialBackup
 from trackerbackup.safefs import describe_type
-from trackerbackup.sources import Plan, SourceResult
+from trackerbackup.sources import Plan, SourceResult, tarheader
 from trackerbackup.sources.walk import Entry, FileSet, member_name, open_entry
 from trackerbackup.stream import CHUNK, SUFFIX, Writable
 
@@ -39,7 +40,7 @@ __all__ = ["FileSet", "FilesSource", "TarWriter", "estimate_bytes", "member_name
 
 log = get_logger()
 FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-TAR_TYPES = ((stat.S_ISDIR, tarfile.DIRTYPE), (stat.S_ISLNK, tarfile.SYMTYPE))
+NS = 1_000_000_000
 # A restore refuses them (extract_rules.py), so a backup holding one could not be restored.
 SPECIAL_REASON = "its program recreates it; a restore refuses special files"
 
@@ -121,15 +122,14 @@ class _Opened:
 
 
 class TarWriter:
-    """Adds entries to a streamed tar archive, member by member, with flat memory."""
+    """Adds entries to a streamed tar archive, member by member, with flat memory. The
+    headers are `tarheader.header`'s (what tarfile's PAX format writes, without its
+    per-member cost and its list of every member written)."""
 
     def __init__(self, out: Writable, *, pad_shrunk: bool = False) -> None:
         self._pad_shrunk = pad_shrunk
         self._out = _Buffered(out)
-        # Not the stream mode "w|": its buffer is a bytes object copied whole on every
-        # write, which made 50,000 small files take seconds of memcpy alone.
-        self._tar = tarfile.TarFile(fileobj=cast(IO[bytes], self._out), mode="w",
-                                    format=tarfile.PAX_FORMAT, copybufsize=CHUNK)
+        self._written = 0
         self.members = 0
         self.warnings: list[str] = []
         # (st_dev, st_ino) -> member name of files with more than one link: the second and
@@ -153,11 +153,14 @@ class TarWriter:
             self.warnings.append(f"{special} skipped ({SPECIAL_REASON}): "
                                  f"{printable(str(entry.path))}")
             return
-        info = self._tarinfo(entry)
-        if info is None:
+        if stat.S_ISDIR(entry.st.st_mode):
+            self._write(self._header(entry, tarheader.DIRTYPE))
+        elif stat.S_ISLNK(entry.st.st_mode):
+            target = os.readlink(entry.name, dir_fd=entry.parent_fd)
+            self._write(self._header(entry, tarheader.SYMTYPE, linkname=target))
+        else:
             self.warnings.append(f"unknown kind of file skipped: {printable(str(entry.path))}")
             return
-        self._tar.addfile(info)
         self.members += 1
 
     def _add_hard_link(self, entry: Entry) -> bool:
@@ -168,10 +171,7 @@ class TarWriter:
         if first is None:
             self._linked[key] = member_name(entry.path)
             return False
-        info = self._tarinfo(entry)
-        assert info is not None
-        info.type, info.size, info.linkname = tarfile.LNKTYPE, 0, first
-        self._tar.addfile(info)
+        self._write(self._header(entry, tarheader.LNKTYPE, linkname=first))
         self.members += 1
         return True
 
@@ -198,15 +198,15 @@ class TarWriter:
         return Entry(entry.path, entry.parent_fd, entry.name, now)
 
     def _add_regular(self, entry: Entry, opened: _Opened) -> None:
+        before = opened.st
         try:
-            info = self._tarinfo(Entry(entry.path, entry.parent_fd, entry.name, opened.st))
-            assert info is not None
-            reader = _ExactReader(opened.fd, info.size, entry.path, self._pad_shrunk)
-            self._tar.addfile(info, cast(IO[bytes], reader))
+            opened_entry = Entry(entry.path, entry.parent_fd, entry.name, before)
+            reader = _ExactReader(opened.fd, before.st_size, entry.path, self._pad_shrunk)
+            self._write(self._header(opened_entry, tarheader.REGTYPE, size=before.st_size))
+            self._copy(reader, before.st_size)
             after = os.fstat(opened.fd)
         finally:
             os.close(opened.fd)
-        before = opened.st
         if reader.padded:
             self.warnings.append(f"shrank while read, its last {reader.padded:,} bytes "
                                  f"archived as zeros: {printable(str(entry.path))}")
@@ -217,55 +217,61 @@ class TarWriter:
             self.warnings.append(f"changed while read, archived as read: "
                                  f"{printable(str(entry.path))}")
 
-    def _tarinfo(self, entry: Entry) -> tarfile.TarInfo | None:
-        """The member header for `entry` from its stat (what `gettarinfo` does, without
-        looking the path up again)."""
+    def _header(self, entry: Entry, typeflag: bytes, *, size: int = 0,
+                linkname: str = "") -> bytes:
+        """The member header for `entry` from its stat: numeric owners with their names,
+        the mode's permission bits, the mtime (sub-second when it has a fraction)."""
         st = entry.st
-        info = tarfile.TarInfo(member_name(entry.path))
-        if stat.S_ISREG(st.st_mode):
-            info.type, info.size = tarfile.REGTYPE, st.st_size
-        else:
-            kinds = [kind for test, kind in TAR_TYPES if test(st.st_mode)]
-            if not kinds:
-                return None
-            info.type = kinds[0]
-        if info.type == tarfile.SYMTYPE:
-            info.linkname = os.readlink(entry.name, dir_fd=entry.parent_fd)
-        info.mode = stat.S_IMODE(st.st_mode)
-        info.uid, info.gid = st.st_uid, st.st_gid
-        info.uname, info.gname = _user(st.st_uid), _group(st.st_gid)
-        info.mtime = st.st_mtime
-        return info
+        mtime = st.st_mtime if st.st_mtime_ns % NS else st.st_mtime_ns // NS
+        return tarheader.header(member_name(entry.path), typeflag, stat.S_IMODE(st.st_mode),
+                                st.st_uid, st.st_gid, size, mtime, linkname,
+                                _user(st.st_uid), _group(st.st_gid))
 
     def add_substitute(self, entry: Entry, content: IO[bytes], size: int) -> None:
         """A regular-file member named, owned, moded and dated like `entry` whose bytes
         come from `content` (a database's snapshot instead of the live file)."""
-        info = self._tarinfo(entry)
-        assert info is not None
-        info.size = size
-        self._tar.addfile(info, content)
+        self._write(self._header(entry, tarheader.REGTYPE, size=size))
+        self._copy(content, size)
         self.members += 1
 
-    def add_stream(self, info: tarfile.TarInfo, reader: Any) -> None:
-        self._tar.addfile(info, reader)
+    def add_stream(self, name: str, mode: int, size: int, content: IO[bytes]) -> None:
+        """A regular file of `size` bytes from `content`, owned by root, dated now."""
+        self._write(tarheader.header(name, tarheader.REGTYPE, mode, 0, 0, size,
+                                     int(time.time()), "", _user(0), _group(0)))
+        self._copy(content, size)
         self.members += 1
+
+    def _copy(self, content: IO[bytes] | _ExactReader, size: int) -> None:
+        """Exactly `size` bytes of `content`, then the padding to whole blocks."""
+        left = size
+        while left:
+            data = content.read(min(CHUNK, left))
+            if not data:
+                raise OSError("unexpected end of data")  # as tarfile: content shorter than said
+            self._write(data)
+            left -= len(data)
+        self._write(tarheader.padding(size))
+
+    def _write(self, data: bytes) -> None:
+        self._out.write(data)
+        self._written += len(data)
 
     def close(self) -> None:
-        self._tar.close()
+        """The end-of-archive blocks, the last record completed, everything flushed."""
+        end = self._written + 2 * tarheader.BLOCK
+        self._write(bytes(2 * tarheader.BLOCK + -end % tarheader.RECORD))
         self._out.flush()
 
 
 class _Buffered:
-    """What tarfile writes (headers of 512 bytes to a few KiB, file data in CHUNKs),
-    passed on in writes of at least CHUNK bytes; `tell` is the archive's length so far."""
+    """What the tar writer writes (headers of 512 bytes to a few KiB, file data in
+    CHUNKs), passed on in writes of at least CHUNK bytes."""
 
     def __init__(self, out: Writable) -> None:
         self._out = out
         self._pending = bytearray()
-        self._written = 0
 
     def write(self, data: bytes) -> int:
-        self._written += len(data)
         if len(data) >= CHUNK:
             self.flush()
             self._out.write(data)
@@ -274,9 +280,6 @@ class _Buffered:
             if len(self._pending) >= CHUNK:
                 self.flush()
         return len(data)
-
-    def tell(self) -> int:
-        return self._written
 
     def flush(self) -> None:
         if self._pending:

@@ -58,7 +58,7 @@ def add_dump(server: MysqlServer, storage: Path, replaces: Path, tar: TarWriter,
             outcome = dump_checked(server, database, out)
         name = dump_member(storage, database)
         with open(staged, "rb") as content:
-            tar.add_stream(_member(name, staged.stat().st_size), content)
+            tar.add_stream(name, 0o600, staged.stat().st_size, content)
     finally:
         staged.unlink(missing_ok=True)
     log.info("dump of MySQL database %s (%s %s) added to the archive as %s: %d tables, "
@@ -72,14 +72,6 @@ def add_dump(server: MysqlServer, storage: Path, replaces: Path, tar: TarWriter,
             "dump_options": list(found.dump_options), "table_rows": outcome.table_rows,
             "trailer": outcome.trailer, "warnings": list(outcome.warnings),
             "duration_seconds": round(time.monotonic() - started, 3)}
-
-
-def _member(name: str, size: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.type, info.size, info.mode = tarfile.REGTYPE, size, 0o600
-    info.uid = info.gid = 0
-    info.mtime = int(time.time())
-    return info
 
 
 def dump_record(source: dict[str, Any]) -> dict[str, Any] | None:
