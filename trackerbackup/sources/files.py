@@ -82,7 +82,7 @@ class _ExactReader:
     (its member would hold zeros), unless `pad`: then the rest is zeros, counted in
     `padded` (GNU tar's choice; the storage type's logs may be truncated by logrotate)."""
 
-    def __init__(self, fd: int, size: int, path: Path, pad: bool = False) -> None:
+    def __init__(self, fd: int, size: int, path: str, pad: bool = False) -> None:
         self._fd = fd
         self._size = size
         self._left = size
@@ -108,7 +108,7 @@ class _ExactReader:
             raise BackupFailed(
                 f"a file shrank while it was read (from {self._size:,} "
                 f"to {self._size - self._left:,} bytes): its copy would be padded with zeros",
-                op="archive files", path=printable(str(self._path)),
+                op="archive files", path=printable(self._path),
                 hint="run the backup again; if the file is truncated regularly (a log), "
                 "exclude it")
         self._left -= len(data)
@@ -151,7 +151,7 @@ class TarWriter:
         special = _special(entry.st.st_mode)
         if special:
             self.warnings.append(f"{special} skipped ({SPECIAL_REASON}): "
-                                 f"{printable(str(entry.path))}")
+                                 f"{printable(entry.path)}")
             return
         if stat.S_ISDIR(entry.st.st_mode):
             self._write(self._header(entry, tarheader.DIRTYPE))
@@ -159,7 +159,7 @@ class TarWriter:
             target = os.readlink(entry.name, dir_fd=entry.parent_fd)
             self._write(self._header(entry, tarheader.SYMTYPE, linkname=target))
         else:
-            self.warnings.append(f"unknown kind of file skipped: {printable(str(entry.path))}")
+            self.warnings.append(f"unknown kind of file skipped: {printable(entry.path)}")
             return
         self.members += 1
 
@@ -191,10 +191,10 @@ class TarWriter:
         try:
             now = os.lstat(entry.name, dir_fd=entry.parent_fd)
         except FileNotFoundError:
-            self.warnings.append(f"vanished while read: {printable(str(entry.path))}")
+            self.warnings.append(f"vanished while read: {printable(entry.path)}")
             return None
         self.warnings.append(f"changed while read (now {describe_type(now.st_mode)}): "
-                             f"{printable(str(entry.path))}")
+                             f"{printable(entry.path)}")
         return Entry(entry.path, entry.parent_fd, entry.name, now)
 
     def _add_regular(self, entry: Entry, opened: _Opened) -> None:
@@ -209,13 +209,13 @@ class TarWriter:
             os.close(opened.fd)
         if reader.padded:
             self.warnings.append(f"shrank while read, its last {reader.padded:,} bytes "
-                                 f"archived as zeros: {printable(str(entry.path))}")
+                                 f"archived as zeros: {printable(entry.path)}")
         elif after.st_size > before.st_size:
             self.warnings.append(f"grew while read, archived its first {before.st_size:,} "
-                                 f"bytes: {printable(str(entry.path))}")
+                                 f"bytes: {printable(entry.path)}")
         elif (after.st_mtime_ns, after.st_ctime_ns) != (before.st_mtime_ns, before.st_ctime_ns):
             self.warnings.append(f"changed while read, archived as read: "
-                                 f"{printable(str(entry.path))}")
+                                 f"{printable(entry.path)}")
 
     def _header(self, entry: Entry, typeflag: bytes, *, size: int = 0,
                 linkname: str = "") -> bytes:

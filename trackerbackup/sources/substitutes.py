@@ -62,14 +62,15 @@ class DatabaseSubstitutes:
         self._policy = policy
         self._scratch = scratch
         self._mounted: Mounted | None = None
-        self._databases: set[Path] = set()
+        self._databases: set[str] = set()
         self.records: list[dict[str, Any]] = []
         self.warnings: list[str] = []
 
     def is_journal(self, entry: Entry) -> bool:
         """`entry` is the -wal, -shm or -journal of a database met earlier in the walk."""
-        return any(entry.path.name.endswith(suffix)
-                   and entry.path.with_name(entry.path.name[:-len(suffix)]) in self._databases
+        if not self._databases or not entry.name.endswith(JOURNAL_SUFFIXES):
+            return False
+        return any(entry.name.endswith(suffix) and entry.path[:-len(suffix)] in self._databases
                    for suffix in JOURNAL_SUFFIXES)
 
     def take(self, entry: Entry, tar: TarWriter) -> bool:
@@ -87,12 +88,12 @@ class DatabaseSubstitutes:
         """Snapshot the database `entry` and add it to `tar` at its own path."""
         if not self._same_file(entry):
             self.warnings.append(f"database changed while read, not archived: "
-                                 f"{printable(str(entry.path))}")
+                                 f"{printable(entry.path)}")
             return
-        containers = containers_mounting(self._mounts(), entry.path)
+        containers = containers_mounting(self._mounts(), Path(entry.path))
         scratch = self._scratch(f"sqlite-{len(self.records)}")
         try:
-            report = sqlite.snapshot(entry.path, scratch, self._policy,
+            report = sqlite.snapshot(Path(entry.path), scratch, self._policy,
                                      freezer_factory(self._docker, containers, self._run_dir),
                                      source_keys=SOURCE_KEYS)
             with open(scratch, "rb") as content:

@@ -25,16 +25,17 @@ DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_
 CHANGED_ERRNOS = (errno.ENOENT, errno.ELOOP, errno.ENOTDIR, errno.ENXIO)
 
 
-def member_name(path: Path) -> str:
+def member_name(path: str | Path) -> str:
     return str(path).lstrip("/")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One thing to archive: `name` relative to the directory `parent_fd` (a root: its
-    absolute path and no descriptor), with its lstat when it was listed."""
+    absolute path and no descriptor), with its lstat when it was listed. `path` is the
+    absolute path as text (a str, not a Path: the walk makes one per file)."""
 
-    path: Path
+    path: str
     parent_fd: int | None
     name: str
     st: os.stat_result
@@ -47,7 +48,7 @@ def open_entry(entry: Entry, flags: int, kind: str) -> int | None:
         return os.open(entry.name, flags, dir_fd=entry.parent_fd)
     except PermissionError as error:
         raise EnvironmentProblem(f"{kind} not readable: {error.strerror}",
-                                 op="archive files", path=printable(str(entry.path)),
+                                 op="archive files", path=printable(entry.path),
                                  hint="run as root, or exclude it") from error
     except OSError as error:
         if error.errno not in CHANGED_ERRNOS:
@@ -64,19 +65,35 @@ class FileSet:
     exclude_patterns: tuple[str, ...]
     exclude_dirs: tuple[Path, ...]
 
-    def excluded(self, path: Path) -> bool:
-        name = member_name(path)
-        return any(fnmatch.fnmatchcase(name, p) or fnmatch.fnmatchcase(path.name, p)
+    def excluded(self, path: str | Path, name: str | None = None) -> bool:
+        """`path` (its member name or its own `name`) matches an exclude pattern."""
+        if not self.exclude_patterns:
+            return False
+        member = member_name(path)
+        base = name if name is not None else os.path.basename(member)
+        return any(fnmatch.fnmatchcase(member, p) or fnmatch.fnmatchcase(base, p)
                    for p in self.exclude_patterns)
 
     def walk(self, notes: list[str] | None = None) -> Iterator[Entry]:
-        """Every entry to archive, parents before children. Entries that changed while
-        walked are noted in `notes`; unreadable directories raise."""
+        """Every entry to archive, parents before children, names sorted. Entries that
+        changed while walked are noted in `notes`; unreadable directories raise."""
         return Walk(self, notes if notes is not None else []).entries()
 
 
 @dataclass
+class _Open:
+    """A directory being walked: its path, descriptor, and the names still to list."""
+
+    path: str
+    fd: int
+    names: Iterator[str]
+
+
+@dataclass
 class Walk:
+    """Depth first with an explicit stack of open directories (no generator per level:
+    a nested `yield from` passes every entry up through each level above it)."""
+
     files: FileSet
     notes: list[str]
     _skip: set[tuple[int, int]] = field(default_factory=set)
@@ -91,56 +108,78 @@ class Walk:
             self._skip.add((info.st_dev, info.st_ino))
             self._skip_real += (os.path.realpath(directory),)
         for root in self.files.roots:
-            yield from self._root(root)
+            entry = self._root(root)
+            if entry is not None:
+                yield from self._tree(entry)
 
-    def _root(self, root: Path) -> Iterator[Entry]:
+    def _root(self, root: Path) -> Entry | None:
         real = os.path.realpath(root)
         if self.files.excluded(root) or any(
                 real == d or real.startswith(d.rstrip("/") + "/") for d in self._skip_real):
-            return
+            return None
         try:
             info = os.lstat(root)
         except FileNotFoundError:
             self.notes.append(f"vanished while read: {printable(str(root))}")
-            return
-        yield from self._entry(Entry(root, None, str(root), info))
+            return None
+        return Entry(str(root), None, str(root), info)
 
-    def _entry(self, entry: Entry) -> Iterator[Entry]:
+    def _tree(self, top: Entry) -> Iterator[Entry]:
+        stack: list[_Open] = []
+        try:
+            opened = self._enter(top, stack)
+            if opened is not False:
+                yield top
+            while stack:
+                current = stack[-1]
+                name = next(current.names, None)
+                if name is None:
+                    os.close(stack.pop().fd)
+                    continue
+                entry = self._child(current, name)
+                if entry is not None and self._enter(entry, stack) is not False:
+                    yield entry
+        finally:
+            for left in stack:
+                os.close(left.fd)
+
+    def _enter(self, entry: Entry, stack: list[_Open]) -> bool | None:
+        """A directory is opened and pushed (False if it is skipped or vanished); None
+        for anything else."""
         if not stat.S_ISDIR(entry.st.st_mode):
-            yield entry
-            return
+            return None
         if (entry.st.st_dev, entry.st.st_ino) in self._skip:
-            return
+            return False
         fd = self._open_dir(entry)
         if fd is None:
-            return
+            return False
         try:
-            yield entry
-            yield from self._children(entry.path, fd)
-        finally:
+            with os.scandir(fd) as listing:
+                names = sorted(e.name for e in listing)
+        except BaseException:
             os.close(fd)
+            raise
+        stack.append(_Open(entry.path, fd, iter(names)))
+        return True
+
+    def _child(self, directory: _Open, name: str) -> Entry | None:
+        path = f"{directory.path}/{name}" if directory.path != "/" else f"/{name}"
+        if self.files.excluded(path, name):
+            return None
+        try:
+            info = os.lstat(name, dir_fd=directory.fd)
+        except FileNotFoundError:
+            self.notes.append(f"vanished while read: {printable(path)}")
+            return None
+        return Entry(path, directory.fd, name, info)
 
     def _open_dir(self, entry: Entry) -> int | None:
         fd = open_entry(entry, DIR_FLAGS, "directory")
         if fd is None:
-            self.notes.append(f"changed while read: {printable(str(entry.path))}")
+            self.notes.append(f"changed while read: {printable(entry.path)}")
             return None
         info = os.fstat(fd)
         if (info.st_dev, info.st_ino) in self._skip:
             os.close(fd)
             return None
         return fd
-
-    def _children(self, directory: Path, fd: int) -> Iterator[Entry]:
-        with os.scandir(fd) as listing:
-            names = sorted(e.name for e in listing)
-        for name in names:
-            path = directory / name
-            if self.files.excluded(path):
-                continue
-            try:
-                info = os.lstat(name, dir_fd=fd)
-            except FileNotFoundError:
-                self.notes.append(f"vanished while read: {printable(str(path))}")
-                continue
-            yield from self._entry(Entry(path, fd, name, info))

@@ -265,7 +265,7 @@ def test_a_file_swapped_after_it_was_listed_is_archived_as_what_it_is_now(
         path.symlink_to(secret)
     out = io.BytesIO()
     tar = files.TarWriter(out)
-    tar.add(Entry(path, None, str(path), listed))  # a blocking open would hang here
+    tar.add(Entry(str(path), None, str(path), listed))  # a blocking open would hang here
     tar.close()
     out.seek(0)
     with tarfile.open(fileobj=out, mode="r") as archive:

@@ -308,11 +308,11 @@ def test_a_file_that_grows_shrinks_or_vanishes_during_the_walk_is_named(
     read = files._ExactReader.read
 
     def concurrent_writers(self: files._ExactReader, n: int = CHUNK) -> bytes:
-        if self._path == growing:  # the tracker appends while the archive reads the log
+        if self._path == str(growing):  # the tracker appends while the archive reads the log
             with open(growing, "ab") as out:
                 out.write(b"more\n")
             (log_dir / "b-removed.txt").unlink(missing_ok=True)
-        if self._path == rotated:  # logrotate's copytruncate
+        if self._path == str(rotated):  # logrotate's copytruncate
             os.truncate(rotated, 0)
         return read(self, n)
 
