@@ -23,7 +23,7 @@ from trackerbackup.docker import Docker
 from trackerbackup.errors import EnvironmentProblem
 from trackerbackup.log import Event, fields, get_logger
 from trackerbackup.mysql import MysqlServer
-from trackerbackup.repository import PartialBackup
+from trackerbackup.repository import PartialBackup, Repository
 from trackerbackup.sources import Plan, SourceResult
 from trackerbackup.sources.database import sqlite_policy
 from trackerbackup.sources.files import TarWriter, resolve
@@ -73,23 +73,45 @@ class StorageSource:
                                           "to the deployment's directories")
 
     def plan(self) -> Plan:
-        """Sizes and databases from one walk; the estimate adds the largest database once
-        (its snapshot waits in the backup directory while it is archived)."""
+        """The size estimate for the disk preflight, without walking the tree when an
+        earlier storage backup of the same tree tells it (`_previous_bytes`): the tree is
+        walked once per run, by `write`. The first run walks it here too (`_walked`)."""
         self._require_storage()
+        previous = self._previous_bytes()
+        estimate, details = previous if previous is not None else self._walked()
+        return Plan(
+            items=tuple(str(p) for p in self.files.roots),
+            estimated_bytes=estimate + 2 * self._mysql_bytes(),
+            warnings=tuple(f"not found, not archived: {p}" for p in self.files.missing),
+            details={**details, "missing": [str(p) for p in self.files.missing]},
+        )
+
+    def _previous_bytes(self) -> tuple[int, dict[str, object]] | None:
+        """The newest backup's uncompressed archive size plus its largest database (its
+        snapshot waits in the backup directory while it is archived). The archive is
+        written compressed, so the uncompressed size leaves room for the tree's growth."""
+        storage = str(self.config.general.storage)
+        for backup in Repository(self.config.general.backup_dir).backups("storage"):
+            source = backup.manifest.source
+            if source.get("storage_dir") != storage:
+                return None
+            snapshots = [int(s.get("size_bytes", 0)) for s in source.get("substitutions", [])
+                         if isinstance(s, dict) and isinstance(s.get("size_bytes", 0), int)]
+            raw = sum(a.raw_size for a in backup.manifest.artifacts)
+            return raw + max(snapshots, default=0), {"estimated_from": backup.id}
+        return None
+
+    def _walked(self) -> tuple[int, dict[str, object]]:
+        """Sizes and databases from a walk of the tree; the estimate adds the largest
+        database once."""
         total, databases = 0, []
         for entry in self.files.walk():
             if stat.S_ISREG(entry.st.st_mode):
                 total += entry.st.st_size + 512
                 if is_database(entry):
-                    databases.append((str(entry.path), entry.st.st_size))
+                    databases.append((entry.path, entry.st.st_size))
         largest = max((size for _, size in databases), default=0)
-        return Plan(
-            items=tuple(str(p) for p in self.files.roots),
-            estimated_bytes=total + largest + 2 * self._mysql_bytes(),
-            warnings=tuple(f"not found, not archived: {p}" for p in self.files.missing),
-            details={"databases": [path for path, _ in databases],
-                     "missing": [str(p) for p in self.files.missing]},
-        )
+        return total + largest, {"databases": [path for path, _ in databases]}
 
     def _mysql_bytes(self) -> int:
         """The MySQL data's size: its dump waits in scratch, then goes into the archive."""

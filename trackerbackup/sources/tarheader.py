@@ -16,6 +16,8 @@ mtime, which zstd compresses to a few bytes.
 
 from __future__ import annotations
 
+from functools import cache
+
 BLOCK = 512
 RECORD = 20 * BLOCK  # the archive ends on a whole record, as tar -b20 (and tarfile) do
 REGTYPE, LNKTYPE, SYMTYPE, DIRTYPE, XHDTYPE = b"0", b"1", b"2", b"5", b"x"
@@ -86,8 +88,14 @@ def _pax_header(pax: dict[str, str]) -> bytes:
                                value.encode("utf-8", "surrogateescape"))
         records.append(b"%d %s" % (_record_length(len(record)), record))
     payload = b"".join(records)
-    return (_block(PAX_NAME, 0, 0, 0, len(payload), 0, XHDTYPE, b"", b"", b"")
-            + payload + padding(len(payload)))
+    return _pax_block(len(payload)) + payload + padding(len(payload))
+
+
+@cache
+def _pax_block(size: int) -> bytes:
+    """An extended header's own block depends on its payload's size only (a few sizes
+    recur: most payloads are one `mtime` record)."""
+    return _block(PAX_NAME, 0, 0, 0, size, 0, XHDTYPE, b"", b"", b"")
 
 
 def _record_length(body: int) -> int:

@@ -349,3 +349,17 @@ def test_verify_and_restore_give_back_databases_as_plain_files(tmp_path: Path) -
     conn.close()
     manifest = tomllib.loads((backup.path / "manifest.toml").read_text())
     assert manifest["source"]["substitutions"][0]["integrity"] == "ok"
+
+
+def test_the_tree_is_walked_once_per_run_after_the_first(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    source = StorageSource(site.conf, site.conf.type("storage"), site.docker)
+    first = source.plan()
+    assert f"{site.storage}/tracker/lib/database/tracker.db" in first.details["databases"]
+    backup = run_storage(site, source)
+    [artifact] = backup.manifest.artifacts
+    snapshot = max(s["size_bytes"] for s in backup.manifest.source["substitutions"])
+    second = source.plan()  # from the newest backup's manifest: no walk
+    assert second.details["estimated_from"] == backup.id
+    assert second.estimated_bytes == artifact.raw_size + snapshot
+    assert "databases" not in second.details
