@@ -16,6 +16,7 @@ mtime, which zstd compresses to a few bytes.
 
 from __future__ import annotations
 
+import struct
 from functools import cache
 
 BLOCK = 512
@@ -23,7 +24,10 @@ RECORD = 20 * BLOCK  # the archive ends on a whole record, as tar -b20 (and tarf
 REGTYPE, LNKTYPE, SYMTYPE, DIRTYPE, XHDTYPE = b"0", b"1", b"2", b"5", b"x"
 PAX_NAME = b"././@PaxHeader"  # tarfile's (and star's) name for an extended header
 _MAGIC = b"ustar\x0000"
-_TAIL = bytes(8 + 8 + 155 + 12)  # devmajor, devminor, prefix, padding to 512
+# name mode uid gid size mtime checksum type linkname magic+version uname gname, then
+# devmajor, devminor, prefix and the padding to 512, all zeros. `s` fields are cut to
+# their length or padded with NULs (a number's terminating NUL is that padding).
+_USTAR = struct.Struct("100s8s8s8s12s12s8sc100s8s32s32s183x")
 _CHECKSUM = slice(148, 156)
 
 
@@ -70,11 +74,9 @@ def _number(pax: dict[str, str], key: str, value: int | float, digits: int) -> i
 
 def _block(name: bytes, mode: int, uid: int, gid: int, size: int, mtime: int,
            typeflag: bytes, linkname: bytes, uname: bytes, gname: bytes) -> bytes:
-    block = bytearray(b"".join((
-        name[:100].ljust(100, b"\0"), b"%07o\0" % (mode & 0o7777), b"%07o\0" % uid,
-        b"%07o\0" % gid, b"%011o\0" % size, b"%011o\0" % mtime, b"        ", typeflag,
-        linkname[:100].ljust(100, b"\0"), _MAGIC, uname[:32].ljust(32, b"\0"),
-        gname[:32].ljust(32, b"\0"), _TAIL)))
+    block = bytearray(_USTAR.pack(
+        name, b"%07o" % (mode & 0o7777), b"%07o" % uid, b"%07o" % gid, b"%011o" % size,
+        b"%011o" % mtime, b"        ", typeflag, linkname, _MAGIC, uname, gname))
     block[_CHECKSUM] = b"%06o\0 " % sum(block)
     return bytes(block)
 
