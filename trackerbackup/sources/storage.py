@@ -139,8 +139,10 @@ class StorageSource:
                     setid.append(member_name(entry.path))
                 tar.add(entry)
             if self.mysql is not None and self.datadir is not None:
-                substitutes.records.append(add_dump(self.mysql, self.config.general.storage,
-                                                    self.datadir, tar, backup.scratch))
+                dumped = add_dump(self.mysql, self.config.general.storage, self.datadir, tar,
+                                  backup.scratch)
+                substitutes.records.append(dumped)
+                notes.extend(dumped["warnings"])  # the dump tool's stderr, as the mysql type
             tar.close()
         return SourceResult(
             details={"source": self._record(plan, tar.members, substitutes.records, setid)},
