@@ -106,5 +106,7 @@ class MysqlDumpKind:
 
         server = self.server.server()
         return SafetyCopy(f"a dump of the current {live}", keep,
-                          f"load {name} into {live} (zstd -dc {name} | docker exec -i "
-                          f"{server.container.name} {server.client_tool} {database})")
+                          f"load {name} into {live}: zstd -dc {name} | docker exec -i "
+                          f"{server.container.name} sh -c 'export MYSQL_PWD="
+                          f"\"$MYSQL_ROOT_PASSWORD\"; exec {server.client_tool} -uroot "
+                          f"{database}'")
