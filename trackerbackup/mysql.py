@@ -146,7 +146,12 @@ class MysqlServer:
             out = self.docker.exec_output(container, argv, op="find MySQL", env=self._env)
         except execute.CommandFailed as error:
             raise self._not_identified(error, container) from error
-        dump_tool, client_tool, environment_database, version, *_ = out.split("\n")
+        lines = out.split("\n")
+        if len(lines) < 4 or not lines[3].strip():
+            raise EnvironmentProblem(f"container '{container.name}' did not say its MySQL "
+                                     f"programs and server version: {out[-200:]!r}",
+                                     op="find MySQL", hint="check the container's image")
+        dump_tool, client_tool, environment_database, version = lines[:4]
         self._environment_database = environment_database
         flavour = "mariadb" if "mariadb" in version.lower() else "mysql"
         return Server(container, flavour, version, dump_tool, client_tool)
