@@ -58,6 +58,10 @@ def add_parsers(commands: Any) -> None:
                              help="do not ask before stopping a container or overwriting")
     restore_cmd.add_argument("--force", action="store_true",
                              help="restore even a backup that fails verification")
+    restore_cmd.add_argument("--no-safety-copy", dest="safety_copy", action="store_false",
+                             help="a database in place: do not keep the live database in "
+                             "<backup_dir>/safety/ first (MySQL: no safety dump; faster, "
+                             "and no way back but another backup)")
     restore_cmd.add_argument("--from", dest="origin", choices=("local", "offsite"),
                              default="local", help="offsite: fetch the backup from the "
                              "restic repository (checked against its manifest first)")
@@ -140,7 +144,7 @@ def cmd_restore(conf: Config, args: argparse.Namespace) -> int:
         target_text=args.target,
         in_place=args.in_place, only=tuple(args.only), critical_mode=args.critical_mode,
         dry_run=args.dry_run,
-        yes=args.yes, force=args.force)
+        yes=args.yes, force=args.force, safety_copy=args.safety_copy)
     fetch = cli_offsite.offsite_fetch(args.host) if args.origin == "offsite" else local_backup
     steps = restore(conf, Docker(conf.general.docker), options, ask=_ask_on_terminal(),
                     say=_say, fetch=fetch)

@@ -203,7 +203,7 @@ class TypeSettings:
         "unless given --force. To stop only the scheduled runs, disable the timer instead: "
         "systemctl disable --now trackerbackup@TYPE.timer.")
     compression: str = setting(
-        "zstd", "\"zstd\" (multi-threaded), \"gzip\" or \"none\".", choices=COMPRESSIONS)
+        "zstd", "\"zstd\" (2 threads, bounded memory), \"gzip\" or \"none\".", choices=COMPRESSIONS)
     compression_level: int = setting(
         3, "The compression level.", range_by=("compression", COMPRESSION_LEVELS))
     paths: tuple[str, ...] = setting(

@@ -8,6 +8,7 @@ Secrets never travel in argv: pass them through `env` or an inherited pipe.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import subprocess
 import tempfile
 import threading
@@ -201,6 +202,13 @@ class _Feeder:
             raise self.error
 
 
+def _widen(pipe: IO[bytes]) -> None:
+    """Let the pipe hold a whole chunk: the writer runs on while the sink works, and each
+    read hands over what piled up meanwhile (fewer, larger chunks)."""
+    with contextlib.suppress(OSError):  # an unprivileged limit: the default size works too
+        fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, CHUNK)
+
+
 @dataclass(frozen=True)
 class Streamed:
     """A streaming run that exited 0: its masked stderr tail (warnings) and stdout bytes."""
@@ -233,6 +241,7 @@ def stream(
                                  hint="check the program's path in the configuration") from error
     assert proc.stdout is not None
     assert proc.stderr is not None
+    _widen(proc.stdout)
     stderr = _TailReader(proc.stderr)
     feeder = _Feeder(stdin_from, proc.stdin) if stdin_from is not None and proc.stdin else None
     total = 0

@@ -22,6 +22,7 @@ import shutil
 import socket
 import time
 import tomllib
+from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -64,7 +65,8 @@ class Ownership:
 
 
 def in_place_steps(backup: StoredBackup, live: Path, container: Container | None,
-                   docker: Docker, backup_dir: Path, run_dir: Path) -> list[Step]:
+                   docker: Docker, backup_dir: Path, run_dir: Path, *,
+                   safety_copy: bool = True) -> list[Step]:
     if not live.parent.is_dir():
         raise EnvironmentProblem("the live database's directory does not exist",
                                  op="restore database", path=str(live.parent),
@@ -79,14 +81,38 @@ def in_place_steps(backup: StoredBackup, live: Path, container: Container | None
              f"mode {owner.mode:04o})", lambda stack: _swap(staged, live), consent=True),
     ]
     return [_stage(backup, staged, owner),
-            *with_tracker_stopped(backup, live, container, docker, backup_dir, run_dir, swap)]
+            *with_tracker_stopped(backup, live, container, docker, backup_dir, run_dir, swap,
+                                  safety_copy=safety_copy)]
 
 
-def with_tracker_stopped(backup: StoredBackup, live: Path, container: Container | None,
+@dataclass(frozen=True)
+class SafetyCopy:
+    """How a restore keeps what is live before changing it: `what` (for the step's text),
+    `keep(directory)` writes it into the safety directory, `put_back` tells an operator
+    how to bring it back by hand after an interrupted restore."""
+
+    what: str
+    keep: Callable[[Path], None]
+    put_back: str
+
+
+def file_copy(live: Path) -> SafetyCopy:
+    """The live database file and its -wal/-shm/-journal, copied as they are."""
+    return SafetyCopy(f"the current {live.name} and its -wal/-shm/-journal",
+                      lambda safety: _copy_files(live, safety),
+                      f"stop the tracker, copy the files (except {IN_PROGRESS}) next to "
+                      f"{live} keeping owners, start the tracker")
+
+
+def with_tracker_stopped(backup: StoredBackup, live: Path | str, container: Container | None,
                          docker: Docker, backup_dir: Path, run_dir: Path,
-                         changes: list[Step]) -> list[Step]:
+                         changes: list[Step], *, copy: SafetyCopy | None = None,
+                         safety_copy: bool = True) -> list[Step]:
     """`changes` to the live database, with its container stopped (if it runs) and started
-    again after, and the live files kept in a safety copy first."""
+    again after, and what is live kept in a safety copy first (`copy`; by default the
+    database file `live`). Without `safety_copy` (--no-safety-copy) the safety directory
+    holds only the marker of the restore, so an interrupted one is still named."""
+    copy = copy or file_copy(Path(live))
     safety = backup_dir / SAFETY_DIR / f"{backup.manifest.type}-{_stamp()}"
     steps = []
     if container is not None and container.state == "running":
@@ -97,8 +123,13 @@ def with_tracker_stopped(backup: StoredBackup, live: Path, container: Container 
     elif container is not None:
         steps.append(Step(f"leave container {container.name} {container.state}",
                           lambda stack: None))
-    steps.append(Step(f"keep the current {live.name} and its -wal/-shm/-journal in {safety}",
-                      lambda stack: keep_aside(live, safety, backup)))
+    if safety_copy:
+        steps.append(Step(f"keep {copy.what} in {safety}",
+                          lambda stack: keep_aside(live, safety, backup, copy)))
+    else:
+        steps.append(Step(f"keep no copy of {live} (--no-safety-copy); mark the restore in "
+                          f"{safety}", lambda stack: _mark(live, safety, backup, ""),
+                          consent=True))
     steps += changes
     if container is not None and container.state == "running":
         steps.append(Step(f"start container {container.name} and confirm it runs",
@@ -126,20 +157,30 @@ def _stage(backup: StoredBackup, staged: Path, owner: Ownership) -> Step:
     return Step(f"decompress backup {backup.id} to {staged}", run)
 
 
-def keep_aside(live: Path, safety: Path, backup: StoredBackup) -> None:
+def keep_aside(live: Path | str, safety: Path, backup: StoredBackup,
+               copy: SafetyCopy | None = None) -> None:
+    copy = copy or file_copy(Path(live))
+    _mark(live, safety, backup, copy.put_back)
+    copy.keep(safety)
+    fsync_dir(safety)
+    log.info("the database that was live is kept in %s", safety,
+             extra=fields(Event.RESTORE_SAFETY_COPY, path=safety))
+
+
+def _mark(live: Path | str, safety: Path, backup: StoredBackup, put_back: str) -> None:
     safety.mkdir(mode=0o700, parents=True)
     write_atomically(safety / IN_PROGRESS, tomli_w.dumps({
         "live": str(live), "backup_type": backup.manifest.type, "backup_id": backup.id,
         "started": datetime.now(UTC).isoformat(), "pid": os.getpid(),
-        "host": socket.gethostname(),
+        "host": socket.gethostname(), "put_back": put_back,
     }).encode())
+
+
+def _copy_files(live: Path, safety: Path) -> None:
     for path in (live, *(Path(f"{live}{suffix}") for suffix in COMPANIONS)):
         if path.exists():
             shutil.copy2(path, safety / path.name)
             fsync_file(safety / path.name)
-    fsync_dir(safety)
-    log.info("the database that was live is kept in %s", safety,
-             extra=fields(Event.RESTORE_SAFETY_COPY, path=safety))
 
 
 def _remove_companions(live: Path) -> None:
@@ -188,12 +229,18 @@ def interrupted_restores(backup_dir: Path) -> list[str]:
     for marker in sorted((backup_dir / SAFETY_DIR).glob(f"*/{IN_PROGRESS}")):
         safety = marker.parent
         try:
-            live = str(tomllib.loads(marker.read_text()).get("live", "the live database"))
+            record = tomllib.loads(marker.read_text())
         except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
-            live = "the live database"
-        messages.append(
-            f"a restore into {live} was interrupted; the database that was live before it "
-            f"is in {safety}. Either run the restore again, or put the old one back: stop "
-            f"the tracker, copy {safety}/* (except {IN_PROGRESS}) next to {live} keeping "
-            f"owners, start the tracker, then remove {marker}")
+            record = {}
+        live = str(record.get("live", "the live database"))
+        put_back = str(record.get("put_back", file_copy(Path(live)).put_back))
+        if put_back:
+            messages.append(
+                f"a restore into {live} was interrupted; the database that was live before "
+                f"it is in {safety}. Either run the restore again, or put the old one back: "
+                f"{put_back} (from {safety}), then remove {marker}")
+        else:
+            messages.append(
+                f"a restore into {live} was interrupted and kept no copy of it "
+                f"(--no-safety-copy): run the restore again, then remove {marker}")
     return messages

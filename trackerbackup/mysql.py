@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -48,8 +48,18 @@ fi
 if [ -n "${MYSQL_PWD+x}" ]; then export MYSQL_PWD; fi
 exec "$tool" ${extra:+"--defaults-extra-file=$extra"} ${user:+"--user=$user"} "$@"
 """
-FIND_TOOL_SCRIPT = ('for t in "$@"; do command -v "$t" >/dev/null 2>&1 && echo "$t" && exit 0; '
-                    'done; exit 127')
+# One `docker exec` for what the plan needs to know: the programs (exit 91: no dump tool,
+# 92: no client), MYSQL_DATABASE, then the server's version from the client, run by the
+# credentials script ($1 user, $2 option file, as for CREDENTIALS_SCRIPT).
+FACTS_SCRIPT = r"""
+first() { for t in "$@"; do command -v "$t" >/dev/null 2>&1 && echo "$t" && return 0; done
+          echo "trackerbackup: the container has none of $*" >&2; return 1; }
+dump=$(first mariadb-dump mysqldump) || exit 91
+client=$(first mariadb mysql) || exit 92
+printf '%s\n%s\n%s\n' "$dump" "$client" "${MYSQL_DATABASE:-}"
+set -- "$client" "$1" "$2" --batch --skip-column-names --execute "SELECT VERSION()"
+""" + CREDENTIALS_SCRIPT
+NO_TOOLS = {91: ("mariadb-dump", "mysqldump"), 92: ("mariadb", "mysql")}
 NO_CREDENTIALS = 90
 DUMP_OPTIONS = ("--single-transaction", "--quick", "--no-tablespaces", "--routines",
                 "--triggers", "--events", "--hex-blob", "--default-character-set=utf8mb4")
@@ -69,6 +79,15 @@ class Server:
         return DUMP_OPTIONS + (MYSQL_ONLY_OPTIONS if self.flavour == "mysql" else ())
 
 
+@dataclass(frozen=True)
+class DatabaseFacts:
+    """What the plan reads about one database, in one client call."""
+
+    tables: list[tuple[str, str, int]]  # (name, engine, data_length) of every base table
+    exists: bool
+    grants: str  # SHOW GRANTS of the user, one line per grant
+
+
 def quote_name(name: str) -> str:
     return "`" + name.replace("`", "``") + "`"
 
@@ -85,6 +104,7 @@ class MysqlServer:
         self.settings = config.mysql
         self.docker = docker
         self._server: Server | None = None
+        self._environment_database = ""  # the container's MYSQL_DATABASE
         self._env = self._password_env()
 
     def _password_env(self) -> dict[str, str]:
@@ -121,23 +141,30 @@ class MysqlServer:
             raise EnvironmentProblem(
                 f"MySQL container '{container.name}' is {container.state}", op="find MySQL",
                 hint=f"start it (docker start {container.name}); the tracker needs it too")
-        dump_tool = self._find_tool(container, ("mariadb-dump", "mysqldump"))
-        client_tool = self._find_tool(container, ("mariadb", "mysql"))
-        probe = Server(container, "mysql", "", dump_tool, client_tool)
-        version = self._query(probe, "SELECT VERSION()", "")[0][0]
+        argv = ("sh", "-c", FACTS_SCRIPT, "sh", settings.user, settings.option_file)
+        try:
+            out = self.docker.exec_output(container, argv, op="find MySQL", env=self._env)
+        except execute.CommandFailed as error:
+            raise self._not_identified(error, container) from error
+        lines = out.split("\n")
+        if len(lines) < 4 or not lines[3].strip():
+            raise EnvironmentProblem(f"container '{container.name}' did not say its MySQL "
+                                     f"programs and server version: {out[-200:]!r}",
+                                     op="find MySQL", hint="check the container's image")
+        dump_tool, client_tool, environment_database, version = lines[:4]
+        self._environment_database = environment_database
         flavour = "mariadb" if "mariadb" in version.lower() else "mysql"
         return Server(container, flavour, version, dump_tool, client_tool)
 
-    def _find_tool(self, container: Container, names: Sequence[str]) -> str:
-        try:
-            return self.docker.exec_output(container, ("sh", "-c", FIND_TOOL_SCRIPT, "sh",
-                                                       *names), op="find MySQL tools").strip()
-        except execute.CommandFailed as error:
-            raise EnvironmentProblem(
-                f"container '{container.name}' has none of {', '.join(names)}",
-                op="find MySQL tools",
-                hint="use the official mysql or mariadb image, or set mysql.container to "
-                "the database container") from error
+    def _not_identified(self, error: execute.CommandFailed,
+                        container: Container) -> TrackerBackupError:
+        names = NO_TOOLS.get(error.returncode)
+        if names is None:
+            return explain(error, "", container.name)
+        return EnvironmentProblem(
+            f"container '{container.name}' has none of {', '.join(names)}", op="find MySQL tools",
+            hint="use the official mysql or mariadb image, or set mysql.container to "
+            "the database container")
 
     def command(self, tool: str, *args: str) -> tuple[str, ...]:
         return ("sh", "-c", CREDENTIALS_SCRIPT, "sh", tool, self.settings.user,
@@ -146,9 +173,8 @@ class MysqlServer:
     def database(self) -> str:
         if self.settings.database:
             return self.settings.database
-        name = self.docker.exec_output(self.container(),
-                                       ("sh", "-c", 'printf %s "${MYSQL_DATABASE:-}"'),
-                                       op="read MYSQL_DATABASE").strip()
+        self.server()
+        name = self._environment_database.strip()
         if not name:
             raise UsageError(f"container '{self.container().name}' has no MYSQL_DATABASE",
                              op="find the database", hint="set mysql.database")
@@ -163,17 +189,28 @@ class MysqlServer:
 
     def tables(self, database: str) -> list[tuple[str, str, int]]:
         """(name, engine, data_length) of every base table, from information_schema."""
-        in_schema = f"table_schema = {quote_text(database)}"
-        sql = ("SELECT table_name, COALESCE(engine, ''), COALESCE(data_length, 0) "  # noqa: S608
-               "FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
-               f"AND {in_schema} ORDER BY table_name")
-        rows = self.query(sql)
+        rows = self.query(_tables_sql(database))
         return [(name, engine, int(size)) for name, engine, size in rows]
 
+    def facts(self, database: str) -> DatabaseFacts:
+        """Tables, existence and the user's grants: several statements, one client call."""
+        sections: dict[str, list[list[str]]] = {}
+        rows: list[list[str]] = []
+        for row in self.query(" ".join(
+                f"SELECT '{SECTION}{name}'; {sql};" for name, sql in (
+                    ("tables", _tables_sql(database)), ("exists", _exists_sql(database)),
+                    ("grants", "SHOW GRANTS")))):
+            if len(row) == 1 and row[0].startswith(SECTION):
+                rows = sections.setdefault(row[0][len(SECTION):], [])
+            else:
+                rows.append(row)
+        return DatabaseFacts(
+            tables=[(name, engine, int(size)) for name, engine, size in sections["tables"]],
+            exists=bool(sections["exists"]),
+            grants="\n".join(row[0] for row in sections["grants"]))
+
     def database_exists(self, database: str) -> bool:
-        named = f"schema_name = {quote_text(database)}"
-        sql = f"SELECT 1 FROM information_schema.schemata WHERE {named}"  # noqa: S608
-        return bool(self.query(sql))
+        return bool(self.query(_exists_sql(database)))
 
     def create_database(self, database: str) -> None:
         self.query(f"CREATE DATABASE {quote_name(database)}")
@@ -222,6 +259,21 @@ class MysqlServer:
         except execute.CommandFailed as error:
             raise explain(error, database, server.container.name) from error
 
+
+
+SECTION = "#trackerbackup "  # a marker row between the results of several statements
+
+
+def _tables_sql(database: str) -> str:
+    in_schema = f"table_schema = {quote_text(database)}"
+    return ("SELECT table_name, COALESCE(engine, ''), COALESCE(data_length, 0) "  # noqa: S608
+            "FROM information_schema.tables WHERE table_type = 'BASE TABLE' "
+            f"AND {in_schema} ORDER BY table_name")
+
+
+def _exists_sql(database: str) -> str:
+    named = f"schema_name = {quote_text(database)}"
+    return f"SELECT 1 FROM information_schema.schemata WHERE {named}"  # noqa: S608
 
 
 def explain(error: execute.CommandFailed, database: str, name: str) -> TrackerBackupError:

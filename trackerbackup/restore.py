@@ -42,6 +42,11 @@ class RestoreOptions:
     dry_run: bool = False
     yes: bool = False
     force: bool = False
+    safety_copy: bool = True
+
+
+# The kinds whose restore in place keeps a safety copy of the live database first.
+SAFETY_COPY_KINDS = ("sqlite", "critical", "mysql")
 
 
 Ask = Callable[[str], bool]
@@ -69,10 +74,16 @@ def restore(config: Config, docker: Docker, options: RestoreOptions, *, ask: Ask
             raise UsageError(f"--{options.critical_mode} is for critical snapshots; backup "
                              f"{backup.id} is of source kind {backup.manifest.kind!r}",
                              op="restore", hint=f"leave out --{options.critical_mode}")
+        if not options.safety_copy and (options.target is not None
+                                        or backup.manifest.kind not in SAFETY_COPY_KINDS):
+            raise UsageError("--no-safety-copy is for a database restored in place; this "
+                             "restore keeps no safety copy anyway", op="restore",
+                             hint="leave out --no-safety-copy")
         request = RestoreRequest(target=options.target, target_text=options.target_text,
                                  in_place=options.in_place, only=options.only,
                                  dry_run=options.dry_run,
-                                 critical_mode=options.critical_mode)
+                                 critical_mode=options.critical_mode,
+                                 safety_copy=options.safety_copy)
         steps = kind.restore_steps(backup, request)
         if not options.force:
             steps.insert(0, _verify_first(backup, kind))

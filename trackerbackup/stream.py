@@ -24,6 +24,12 @@ from trackerbackup.log import Progress
 from trackerbackup.safefs import disk_problem
 
 CHUNK = 1 << 20
+# zstd's memory stays bounded whatever the core count and level (a backup runs beside the
+# tracker): at most this many workers, each with jobs of this size and a window of at most
+# 2**ZSTD_MAX_WINDOW_LOG bytes (level 3's own window), ~8 MiB each at level 3.
+ZSTD_WORKERS = 2
+ZSTD_JOB_BYTES = 2 << 20
+ZSTD_MAX_WINDOW_LOG = 21
 
 
 class Writable(Protocol):
@@ -88,9 +94,8 @@ class ArtifactWriter(io.RawIOBase):
 
     def _open_compressor(self, compression: str, level: int) -> Any:
         if compression == "zstd":
-            # threads=-1: one worker per core; the zstd frame stays standard.
-            compressor = zstandard.ZstdCompressor(level=level, threads=-1, write_checksum=True)
-            return compressor.stream_writer(cast(IO[bytes], self._stored), closefd=False)
+            return zstd_compressor(level).stream_writer(cast(IO[bytes], self._stored),
+                                                        closefd=False)
         if compression == "gzip":
             return gzip.GzipFile(fileobj=self._stored, mode="wb", compresslevel=min(level, 9),
                                  mtime=0)
@@ -154,6 +159,17 @@ class ArtifactWriter(io.RawIOBase):
             self.close()
 
 
+def zstd_compressor(level: int) -> zstandard.ZstdCompressor:
+    """A multi-threaded compressor in bounded memory; the zstd frame stays standard."""
+    window_log = min(zstandard.ZstdCompressionParameters.from_level(level).window_log,
+                     ZSTD_MAX_WINDOW_LOG)
+    workers = min(os.cpu_count() or 1, ZSTD_WORKERS)
+    params = zstandard.ZstdCompressionParameters.from_level(
+        level, window_log=window_log, threads=workers, job_size=ZSTD_JOB_BYTES,
+        write_checksum=1)
+    return zstandard.ZstdCompressor(compression_params=params)
+
+
 def _close_quietly(handle: IO[bytes]) -> None:
     """Close after a failure: a flush error here (the disk still full) would hide the first."""
     with contextlib.suppress(OSError):
@@ -214,17 +230,19 @@ def verify_artifact(path: Path, info: ArtifactInfo) -> None:
     raw = hashlib.sha256()
     raw_size = 0
     undecodable: Exception | None = None
+    buffer = bytearray(CHUNK)  # one buffer reused: no new object per chunk
+    view = memoryview(buffer)
     try:
         stored = _HashingReader(open(path, "rb"))  # noqa: SIM115 - closed with the reader
         with _decompressing(cast(IO[bytes], io.BufferedReader(stored, CHUNK)),
                             info.compression) as reader:
             try:
-                while chunk := reader.read(CHUNK):
-                    raw.update(chunk)
-                    raw_size += len(chunk)
+                while count := reader.readinto(buffer):  # type: ignore[attr-defined]
+                    raw.update(view[:count])
+                    raw_size += count
             except (EOFError, zstandard.ZstdError, gzip.BadGzipFile) as error:
                 undecodable = error
-            while stored.read(CHUNK):  # the rest: after the stream's end, or its damage
+            while stored.readinto(buffer):  # the rest: after the stream's end, or its damage
                 pass
     except OSError as error:
         raise disk_problem(error, "verify artifact", path) from error

@@ -137,9 +137,20 @@ def test_dump_under_writes_is_a_prefix_state_and_round_trips(mysql_stack: Stack)
 
     in_place = trackerbackup(stack, "restore", "database", "--latest", "--yes")
     assert in_place.returncode == 0, in_place.stderr
-    assert list((stack.backup_dir / "safety").glob("database-*/torrust_tracker.sql.zst"))
+    [safety] = (stack.backup_dir / "safety").glob("database-*")
+    assert (safety / "torrust_tracker.sql.zst").exists()
+    assert (safety / "restore.toml").exists()
     assert stack.mysql_tables() == stack.mysql_tables("restored_db")
     assert container_state(stack.tracker_container) == "exited"  # left as it was
+
+    stack.mysql_exec(b"DELETE FROM torrents", database="torrust_tracker")
+    unsafe = trackerbackup(stack, "restore", "database", "--latest", "--yes",
+                           "--no-safety-copy")
+    assert unsafe.returncode == 0, unsafe.stderr
+    assert "keep no copy of database torrust_tracker" in unsafe.stdout
+    [second] = set((stack.backup_dir / "safety").glob("database-*")) - {safety}
+    assert sorted(p.name for p in second.iterdir()) == ["restore.toml"]  # no dump in it
+    assert stack.mysql_tables() == stack.mysql_tables("restored_db")
 
 
 def test_no_password_in_any_command_line_log_or_manifest(

@@ -136,6 +136,25 @@ def test_restore_in_place_dry_run_consent_and_safety_copy(site: tuple[Path, Path
     assert not (safety[0] / "RESTORE-IN-PROGRESS").exists()
 
 
+
+def test_restore_in_place_without_a_safety_copy_keeps_only_its_record(
+        site: tuple[Path, Path], tmp_path: Path) -> None:
+    config, live = site
+    write_rows(live, range(101, 151))
+
+    to_target = cli(config, "restore", "database", "--latest", "--no-safety-copy",
+                    "--target", str(tmp_path / "out"))
+    done = cli(config, "restore", "database", "--latest", "--yes", "--no-safety-copy")
+
+    assert to_target.returncode == 2
+    assert "--no-safety-copy is for a database restored in place" in to_target.stderr
+    assert done.returncode == 0, done.stderr
+    assert "keep no copy of" in done.stdout
+    assert rows(live) == [(v, f"v{v}") for v in range(1, 101)]
+    [safety] = (config.parent / "backups" / "safety").glob("database-*")
+    assert sorted(p.name for p in safety.iterdir()) == ["restore.toml"]
+    assert 'put_back = ""' in (safety / "restore.toml").read_text()
+
 @pytest.fixture
 def selective_site(tmp_path: Path) -> tuple[Path, Path]:
     """(config, compose_dir): the deployer's tree and one selective backup of it."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from trackerbackup.dumpscan import DumpScanner
+import random
+
+from trackerbackup.dumpscan import DumpScanner, rows_on_one_line
 
 MYSQLDUMP = b"""-- MySQL dump 10.13
 CREATE TABLE `torrents` (
@@ -55,3 +57,45 @@ def test_a_dump_cut_short_has_no_trailer() -> None:
     cut = MYSQLDUMP[:MYSQLDUMP.index(b"-- Dump completed")]
     assert scan(cut, 64).trailer is None
     assert scan(MYSQLDUMP + b"INSERT INTO `x` VALUES (1);\n", 64).trailer is None
+
+
+def test_strings_with_row_separators_quotes_and_backslashes() -> None:
+    # No quote at all, quotes without a backslash, and backslash escapes: all three paths.
+    assert rows_on_one_line(b" (1,2),(3,NULL),(4,0x28293B);") == 3
+    assert rows_on_one_line(b" (1,'a),(b'),(2,''),(3,'(('),(4,'x;y');") == 4
+    assert rows_on_one_line(b" (1,'it\\'s),('),(2,'\\\\'),(3,'\\\\\\'),(');") == 3
+
+
+def escape(text: str) -> bytes:
+    """A string literal as both dump tools write it (mysql_real_escape_string)."""
+    table = {"\\": "\\\\", "'": "\\'", "\n": "\\n", "\r": "\\r", "\0": "\\0", '"': '\\"'}
+    return ("'" + "".join(table.get(c, c) for c in text) + "'").encode()
+
+
+def dump(rows: list[tuple[int, str]], row_per_line: bool) -> bytes:
+    values = [b"(%d,%s,NULL)" % (n, escape(text)) for n, text in rows]
+    if row_per_line:
+        body = b"INSERT INTO `t` VALUES\n" + b",\n".join(values) + b";\n"
+    else:
+        body = b"INSERT INTO `t` VALUES " + b",".join(values) + b";\n"
+    return (b"CREATE TABLE `t` (\n  `id` int\n) ENGINE=InnoDB;\n" + body
+            + b"CREATE TABLE `u` (`id` int);\n-- Dump completed on 2026-11-26 12:00:00\n")
+
+
+def test_random_strings_in_both_dialects_and_any_chunking() -> None:
+    alphabet = "ab(),;'\\\n\"`x "
+    generator = random.Random(11)
+    for _ in range(200):
+        rows = [(n, "".join(generator.choice(alphabet) for _ in range(generator.randrange(12))))
+                for n in range(generator.randrange(1, 30))]
+        for row_per_line in (True, False):
+            data = dump(rows, row_per_line)
+            scanner = scan(data, generator.choice((1, 3, 17, 100, 1 << 20)))
+            assert scanner.table_rows == {"t": len(rows), "u": 0}, data
+            assert scanner.trailer is not None
+
+
+def test_inserts_with_a_column_list_count_rows_not_columns() -> None:
+    data = (b"INSERT INTO `t` (`id`, `we)ird`) VALUES (1,'a'),(2,'b');\n"
+            b"-- Dump completed on 2026-11-26 12:00:00\n")
+    assert scan(data, 4).table_rows == {"t": 2}

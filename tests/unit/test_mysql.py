@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from trackerbackup import execute
-from trackerbackup.mysql import CREDENTIALS_SCRIPT, NO_CREDENTIALS
+from trackerbackup.mysql import CREDENTIALS_SCRIPT, FACTS_SCRIPT, NO_CREDENTIALS, NO_TOOLS
 
 TOOL = "import json, os, sys; print(json.dumps([sys.argv[1:], os.environ.get('MYSQL_PWD')]))"
 
@@ -69,3 +69,32 @@ def test_no_credentials_is_its_own_exit_status(tmp_path: Path) -> None:
         run_script(tmp_path, {"MYSQL_USER": "torrust"}, user="other")
     assert caught.value.returncode == NO_CREDENTIALS
     assert "no password for user 'other'" in caught.value.stderr_tail
+
+
+def run_facts(tmp_path: Path, tools: tuple[str, ...]) -> str:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name in tools:  # each fake program prints its name, argv and password
+        (bin_dir / name).write_text(f"#!{sys.executable}\nimport os, sys\n"
+                                    f"print('{name}', *sys.argv[1:], os.environ['MYSQL_PWD'])\n")
+        (bin_dir / name).chmod(0o755)
+    # Only the fake programs on PATH: a host's own mysql client must not be found.
+    result = execute.run(("/bin/sh", "-c", FACTS_SCRIPT, "sh", "", ""),
+                         env={"PATH": str(bin_dir), "MYSQL_DATABASE": "tracker",
+                              "MYSQL_ROOT_PASSWORD": "pw"})
+    return result.stdout.decode()
+
+
+def test_facts_name_the_programs_the_database_and_the_version_in_one_call(
+        tmp_path: Path) -> None:
+    out = run_facts(tmp_path, ("mysqldump", "mysql"))
+    assert out.split("\n")[:3] == ["mysqldump", "mysql", "tracker"]
+    assert out.split("\n")[3] == ("mysql --user=root --batch --skip-column-names "
+                                  "--execute SELECT VERSION() pw")
+
+
+def test_facts_without_a_dump_tool_exit_with_their_own_status(tmp_path: Path) -> None:
+    with pytest.raises(execute.CommandFailed) as caught:
+        run_facts(tmp_path, ("mariadb",))
+    assert NO_TOOLS[caught.value.returncode] == ("mariadb-dump", "mysqldump")
+    assert "none of mariadb-dump mysqldump" in caught.value.stderr_tail

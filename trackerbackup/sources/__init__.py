@@ -81,6 +81,7 @@ class RestoreRequest:
     dry_run: bool = False  # the steps are only printed: a kind may list finer ones
     critical_mode: str | None = None  # critical snapshots: "merge" or "replace"
     target_text: str | None = None  # --target as given: a MySQL backup names a database
+    safety_copy: bool = True  # in place: keep what is live first (--no-safety-copy: no)
 
 
 @dataclass(frozen=True)

@@ -89,7 +89,8 @@ class CriticalKind:
         return [_stage(backup, staged),
                 *with_tracker_stopped(backup, live, container, self.docker,
                                       self.config.general.backup_dir,
-                                      self.config.general.run_dir, [change])]
+                                      self.config.general.run_dir, [change],
+                                      safety_copy=request.safety_copy)]
 
 
 def _stage(backup: StoredBackup, staged: Path) -> Step:

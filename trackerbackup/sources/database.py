@@ -175,7 +175,8 @@ class SqliteSnapshotKind:
         source = TrackerSqliteSource(self.config, self.config.type("database"), self.docker)
         live, container = source.locate()
         return in_place_steps(backup, live, container, self.docker,
-                              self.config.general.backup_dir, self.config.general.run_dir)
+                              self.config.general.backup_dir, self.config.general.run_dir,
+                              safety_copy=request.safety_copy)
 
 
 def verify_sqlite_artifact(backup: StoredBackup, scratch: Path) -> list[str]:

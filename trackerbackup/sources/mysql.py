@@ -67,11 +67,13 @@ class MysqlDumpSource:
     def plan(self) -> Plan:
         server = self.server.server()
         database = self.server.database()
-        tables = self.server.tables(database)
-        if not tables and not self.server.database_exists(database):
+        facts = self.server.facts(database)
+        if not facts.exists:
             self.server.database_missing(database)
+        tables = facts.tables
         data_bytes = sum(size for _, _, size in tables)
-        warnings = [*self._engine_warnings(tables), *self._privilege_warnings(database)]
+        warnings = [*self._engine_warnings(tables),
+                    *self._privilege_warnings(database, facts.grants)]
         return Plan(
             items=(f"{server.container.name}: database {database}",),
             estimated_bytes=data_bytes // COMPRESSION_FACTOR,
@@ -90,8 +92,9 @@ class MysqlDumpSource:
         return [f"tables not in InnoDB: {', '.join(other)}: --single-transaction gives no "
                 "consistent view of them; convert them (ALTER TABLE ... ENGINE=InnoDB)"]
 
-    def _privilege_warnings(self, database: str) -> list[str]:
-        grants = " ".join(row[0] for row in self.server.query("SHOW GRANTS")).upper()
+    @staticmethod
+    def _privilege_warnings(database: str, grants_text: str) -> list[str]:
+        grants = grants_text.upper()
         if "ALL PRIVILEGES" in grants:
             return []
         missing = [p for p in DUMP_PRIVILEGES if p not in grants]

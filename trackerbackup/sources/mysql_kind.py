@@ -2,24 +2,23 @@
 
 Verify loads the dump into a scratch database on the same server (`docker exec -i`),
 compares its tables and row counts with the manifest, and drops it again. Restore loads
-the dump into the original database (after a safety dump of it, kept under
-<backup_dir>/safety/, and with the tracker stopped meanwhile) or, with --target NAME, into
-a new database of that name.
+the dump into the original database with the tracker stopped meanwhile, after a safety
+dump of it kept under <backup_dir>/safety/ (unless --no-safety-copy): the same steps,
+marker and restart as an SQLite restore in place (`inplace.with_tracker_stopped`). With
+--target NAME it loads into a new database of that name instead.
 """
 
 from __future__ import annotations
 
 import secrets
 from contextlib import ExitStack
-from datetime import UTC, datetime
 from pathlib import Path
 
 from trackerbackup.config import Config, _database_name
-from trackerbackup.docker import Docker
+from trackerbackup.docker import Container, Docker
 from trackerbackup.errors import BackupFailed, TrackerBackupError, UsageError
-from trackerbackup.freeze import DockerFreezer
-from trackerbackup.inplace import SAFETY_DIR
-from trackerbackup.log import Event, fields, get_logger
+from trackerbackup.inplace import SafetyCopy, with_tracker_stopped
+from trackerbackup.log import get_logger
 from trackerbackup.mysql import MysqlServer
 from trackerbackup.sources import RestoreRequest, Step, StoredBackup
 from trackerbackup.sources.mysql import dump_checked
@@ -62,7 +61,7 @@ class MysqlDumpKind:
                              op="restore database")
         if request.target is not None or request.target_text:
             return self._steps_to_new_database(backup, request.target_text or "")
-        return self._steps_in_place(backup)
+        return self._steps_in_place(backup, request.safety_copy)
 
     def _steps_to_new_database(self, backup: StoredBackup, name: str) -> list[Step]:
         if not name or _database_name(name) or "/" in name:
@@ -80,38 +79,34 @@ class MysqlDumpKind:
                 Step(f"load backup {backup.id} into database {name}",
                      lambda stack: self._load(backup, name))]
 
-    def _steps_in_place(self, backup: StoredBackup) -> list[Step]:
+    def _steps_in_place(self, backup: StoredBackup, safety_copy: bool) -> list[Step]:
         database = self.server.database()
-        container = self.server.container().name
-        safety = (self.config.general.backup_dir / SAFETY_DIR /
-                  f"{backup.manifest.type}-{datetime.now(UTC).strftime('%Y%m%dT%H%M%S.%fZ')}")
-        steps = [Step(f"dump the current database {database} to {safety}",
-                      lambda stack: self._safety_dump(database, safety))]
-        steps += self._stop_tracker()
-        steps.append(Step(f"load backup {backup.id} into database {database} on {container} "
-                          "(its tables are replaced)", lambda stack: self._load(backup, database),
-                          consent=True))
-        return steps
+        live = f"database {database} on {self.server.container().name}"
+        load = Step(f"load backup {backup.id} into {live} (its tables are replaced)",
+                    lambda stack: self._load(backup, database), consent=True)
+        general = self.config.general
+        return with_tracker_stopped(backup, live, self._tracker(), self.docker,
+                                    general.backup_dir, general.run_dir, [load],
+                                    copy=self._safety_dump(database, live),
+                                    safety_copy=safety_copy)
 
-    def _stop_tracker(self) -> list[Step]:
+    def _tracker(self) -> Container | None:
         general, tracker = self.config.general, self.config.tracker
         try:
-            container = self.docker.find(general.compose_project, tracker.service,
-                                         tracker.container)
+            return self.docker.find(general.compose_project, tracker.service, tracker.container)
         except TrackerBackupError:
-            return []
-        if container.state != "running":
-            return []
-        return [Step(f"stop container {container.name}; it is started again at the end, also "
-                     "if the restore fails", lambda stack: stack.enter_context(
-                         DockerFreezer(self.docker, container, general.run_dir, "stop").frozen()),
-                     consent=True)]
+            return None
 
-    def _safety_dump(self, database: str, safety: Path) -> None:
-        safety.mkdir(mode=0o700, parents=True)
-        path = safety / f"{database}.sql{SUFFIX['zstd']}"
-        with ArtifactWriter(path, "zstd", 3) as out:
-            dump_checked(self.server, database, out)
-        log.info("the database that was live is kept in %s", path,
-                 extra=fields(Event.RESTORE_SAFETY_COPY, path=safety))
+    def _safety_dump(self, database: str, live: str) -> SafetyCopy:
+        name = f"{database}.sql{SUFFIX['zstd']}"
 
+        def keep(safety: Path) -> None:
+            with ArtifactWriter(safety / name, "zstd", 3) as out:
+                dump_checked(self.server, database, out)
+
+        server = self.server.server()
+        return SafetyCopy(f"a dump of the current {live}", keep,
+                          f"load {name} into {live}: zstd -dc {name} | docker exec -i "
+                          f"{server.container.name} sh -c 'export MYSQL_PWD="
+                          f"\"$MYSQL_ROOT_PASSWORD\"; exec {server.client_tool} -uroot "
+                          f"{database}'")
