@@ -6,10 +6,12 @@ secret is ever in an argv, so none shows in /proc/*/cmdline, the journal or a ma
 The environment is built from scratch, so a RESTIC_PASSWORD inherited from a shell
 cannot override the configured file.
 
-Layout in the repository (docs/offsite.md): one snapshot per artifact of a backup
-(`part=data`, the raw content streamed with --stdin) and one holding its manifest
-(`part=manifest`, pushed last: the off-site commit marker), all tagged `trackerbackup`,
-`type=`, `id=`, `version=`, and `--host` the tracker's host name.
+Layout in the repository (docs/offsite.md): an archive backup is one snapshot of its
+staged tree with its manifest (`part=tree`, offsite_tree.py); any other backup is one
+snapshot per artifact (`part=data`, the raw content streamed with --stdin) and one holding
+its manifest (`part=manifest`, pushed last). The `tree` and `manifest` snapshots are the
+off-site commit markers. All are tagged `trackerbackup`, `type=`, `id=`, `version=`, and
+`--host` the tracker's host name.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from trackerbackup.safefs import NotARegularFile, read_small_file
 log = get_logger()
 
 TAG = "trackerbackup"
-DATA, MANIFEST = "data", "manifest"
+DATA, MANIFEST, TREE = "data", "manifest", "tree"
 _ENV_LINE = re.compile(r"^(?:export\s+)?([A-Za-z_][A-Za-z0-9_]*)=(.*)$")
 MAX_SECRET_FILE_BYTES = 64 << 10
 
@@ -126,7 +128,7 @@ class OffsiteBackup:
     type: str
     id: str
     host: str
-    manifest: Snapshot | None = None
+    manifest: Snapshot | None = None  # the commit marker: a `manifest` or a `tree` snapshot
     data: list[Snapshot] = field(default_factory=list)
 
     @property
@@ -153,7 +155,7 @@ def group(snapshots: list[Snapshot]) -> list[OffsiteBackup]:
     for snap in snapshots:
         key = (snap.host, snap.tags.get("type", ""), snap.backup_id)
         entry = found.setdefault(key, OffsiteBackup(key[1], key[2], key[0]))
-        if snap.part == MANIFEST:
+        if snap.part in (MANIFEST, TREE):
             entry.manifest = snap
         else:
             entry.data.append(snap)
@@ -221,10 +223,21 @@ class Restic:
                                   timeout=self.settings.timeout).stdout
         except CommandFailed as error:
             raise failure(error, op) from error
-        for line in reversed(output.decode("utf-8", "replace").splitlines()):
-            if '"summary"' in line:
-                return str(json.loads(line).get("snapshot_id", ""))
-        raise OffsiteFailed("restic reported no snapshot", op=op)
+        return _snapshot_id(output, op)
+
+    def backup_tree(self, directory: Path, host: str, tags: dict[str, str]) -> str:
+        """A new snapshot of `directory` (restic's parent: the last one of this host and
+        path, so unchanged files cost nothing); its id."""
+        op = f"push {directory} off-site"
+        output = self._run(op, "backup", str(directory), "--host", host, "--json", "--quiet",
+                           "--tag", TAG,
+                           *(item for k, v in tags.items() for item in ("--tag", f"{k}={v}")))
+        return _snapshot_id(output, op)
+
+    def restore(self, snapshot: str, target: Path) -> None:
+        """The snapshot's files under `target` (at their absolute paths)."""
+        self._run(f"fetch off-site snapshot {snapshot[:8]}", "restore", snapshot,
+                  "--target", str(target))
 
     def dump(self, snapshot: str, name: str, sink: Callable[[bytes], object]) -> None:
         op = f"fetch {name} from off-site snapshot {snapshot[:8]}"
@@ -247,6 +260,13 @@ class Restic:
         older than 30 minutes (live locks are refreshed every 5), or made on this machine
         by a process that no longer exists. A live lock of another host stays."""
         self._run("remove stale off-site locks", "unlock")
+
+
+def _snapshot_id(output: bytes, op: str) -> str:
+    for line in reversed(output.decode("utf-8", "replace").splitlines()):
+        if '"summary"' in line:
+            return str(json.loads(line).get("snapshot_id", ""))
+    raise OffsiteFailed("restic reported no snapshot", op=op)
 
 
 def failure(error: CommandFailed, op: str) -> OffsiteFailed:

@@ -1,18 +1,21 @@
 """Off-site copies: push committed backups, catch up, prune, and fetch one back.
 
-A push reads a committed, verified local backup and never changes it. Each artifact's
-raw content (decompressed on the fly, never the `.zst`: restic's chunking deduplicates
-what did not change and its own compression applies) is streamed into one snapshot; the
-manifest follows in a snapshot of its own, last, so a backup counts as off-site only
-once everything it needs is there (a killed push leaves data snapshots without a
-manifest, which the next push of that backup forgets and redoes).
+A push reads a committed, verified local backup and never changes it. An archive (the
+selective and storage types) is staged as files with its manifest and pushed as one
+snapshot (offsite_tree.py: restic then stores only the changed files). Any other
+artifact's raw content (decompressed on the fly, never the `.zst`: restic's chunking
+deduplicates what did not change and its own compression applies) is streamed into one
+snapshot; the manifest follows in a snapshot of its own, last, so a backup counts as
+off-site only once everything it needs is there (a killed push leaves data snapshots
+without a manifest, which the next push of that backup forgets and redoes).
 
 `sync` pushes every verified local backup newer than the newest one off-site (after an
 outage, the next run catches up by itself); older ones are not pushed again, so an
 off-site retention stricter than the local one does not fight it. `fetch` puts an
 off-site backup into a private scratch directory in the local layout (raw artifacts,
-checked against the manifest's raw sha256 and size), so verify and restore use the same
-two-sided source code as for a local backup.
+an archive rebuilt byte for byte from its restored tree; each checked against the
+manifest's raw sha256 and size), so verify and restore use the same two-sided source code
+as for a local backup.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import os
 import shutil
 import tempfile
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -32,10 +35,12 @@ from pathlib import Path
 from trackerbackup import retention
 from trackerbackup.config import Config
 from trackerbackup.errors import TrackerBackupError, UsageError
+from trackerbackup.extract_rules import split_name
 from trackerbackup.log import Event, fields, get_logger
 from trackerbackup.manifest import (
     MANIFEST,
     MAX_MANIFEST_BYTES,
+    ArtifactRecord,
     Manifest,
     ManifestError,
     parse_manifest,
@@ -45,6 +50,7 @@ from trackerbackup.manifest import (
 from trackerbackup.monitoring import write_offsite_textfile
 from trackerbackup.offsite import (
     DATA,
+    TREE,
     OffsiteBackup,
     OffsiteFailed,
     Restic,
@@ -52,8 +58,9 @@ from trackerbackup.offsite import (
     push_tags,
     with_stale_locks_removed,
 )
+from trackerbackup.offsite_tree import is_archive, rebuild, staged, staging_dir
 from trackerbackup.repository import FIX_BACKUP_DIR, Backup, Repository, parse_id
-from trackerbackup.safefs import check_ancestors, private_dir
+from trackerbackup.safefs import NotARegularFile, check_ancestors, private_dir, read_small_file
 from trackerbackup.sources import StoredBackup
 from trackerbackup.stream import SUFFIX, open_raw
 
@@ -96,7 +103,8 @@ def sync(conf: Config, backup_type: str, restic: Restic | None = None) -> list[s
             # A stale exclusive lock (a killed prune) refuses even a push: proven stale, it
             # goes, and the push starts again from the artifact's first byte.
             leftovers = [s.id for b in remote if b.id == backup.id for s in b.snapshots]
-            with_stale_locks_removed(restic, partial(push, restic, backup, host, leftovers))
+            with_stale_locks_removed(restic, partial(push, restic, backup, host, leftovers,
+                                                     conf.general.backup_dir))
             pushed.append(backup.id)
     except (TrackerBackupError, OSError) as error:
         _record(conf, backup_type, ok=False)
@@ -109,17 +117,28 @@ def sync(conf: Config, backup_type: str, restic: Restic | None = None) -> list[s
     return pushed
 
 
-def push(restic: Restic, backup: Backup, host: str, leftovers: list[str]) -> None:
-    """One backup: its artifacts' raw content, then its manifest (the commit marker)."""
+def push(restic: Restic, backup: Backup, host: str, leftovers: list[str],
+         backup_dir: Path) -> None:
+    """One backup: an archive as its staged tree with the manifest, anything else as its
+    artifacts' raw content, then its manifest (the commit marker)."""
     if leftovers:  # an interrupted push of this backup: its snapshots are incomplete
         restic.forget(leftovers, prune=False)
     manifest = read_manifest(backup.path)
+    if is_archive(manifest):
+        with staged(backup.path, manifest, staging_dir(backup_dir, backup.type)) as staging:
+            restic.backup_tree(staging, host, push_tags(backup.type, backup.id, TREE))
+        _pushed(backup, host)
+        return
     for artifact in manifest.artifacts:
         with open_raw(backup.path / artifact.name, artifact.compression) as raw:
             restic.backup(raw, raw_name(artifact.name, artifact.compression), host,
                           push_tags(backup.type, backup.id, DATA))
     with open(backup.path / MANIFEST, "rb") as handle:
         restic.backup(handle, MANIFEST, host, push_tags(backup.type, backup.id, "manifest"))
+    _pushed(backup, host)
+
+
+def _pushed(backup: Backup, host: str) -> None:
     log.info("%s backup %s copied off-site", backup.type, backup.id,
              extra=fields(Event.OFFSITE_PUSHED, type=backup.type, id=backup.id, host=host))
 
@@ -194,6 +213,8 @@ def fetch(conf: Config, backup_type: str, backup_id: str | None,
 def _fetch_into(restic: Restic, chosen: OffsiteBackup, directory: Path) -> StoredBackup:
     os.mkdir(directory, 0o700)
     assert chosen.manifest is not None
+    if chosen.manifest.part == TREE:
+        return _fetch_tree(restic, chosen, directory)
     text = bytearray()
 
     def collect(chunk: bytes) -> None:
@@ -213,13 +234,48 @@ def _fetch_into(restic: Restic, chosen: OffsiteBackup, directory: Path) -> Store
             raise OffsiteFailed(f"the off-site backup has no snapshot of {name}",
                                 op="fetch from off-site", path=chosen.id,
                                 hint="restore another backup (--id)")
-        _dump_checked(restic, data[name].id, name, directory / name, artifact.raw_size,
-                      artifact.raw_sha256)
-        artifacts.append(replace(artifact, name=name, compression="none",
-                                 size=artifact.raw_size, sha256=artifact.raw_sha256))
-    local = replace(manifest, artifacts=tuple(artifacts))
-    write_manifest(directory, local)
-    return StoredBackup(directory, local)
+        _write_checked(directory / name, artifact.raw_size, artifact.raw_sha256,
+                       partial(restic.dump, data[name].id, name))
+        artifacts.append(_as_raw(artifact))
+    return _stored(directory, replace(manifest, artifacts=tuple(artifacts)))
+
+
+def _fetch_tree(restic: Restic, chosen: OffsiteBackup, directory: Path) -> StoredBackup:
+    """`restic restore` of the staged tree next to `directory`, its archive rebuilt into
+    `directory` and checked, the restored tree removed."""
+    assert chosen.manifest is not None
+    if len(chosen.manifest.paths) != 1:
+        raise ManifestError(f"the off-site tree snapshot {chosen.manifest.id[:8]} has "
+                            f"{len(chosen.manifest.paths)} paths, not one",
+                            op="fetch from off-site", path=chosen.id)
+    restored = directory.parent / "restored"
+    restic.restore(chosen.manifest.id, restored)
+    staging = restored.joinpath(*split_name(chosen.manifest.paths[0]))
+    try:
+        text = read_small_file(staging / MANIFEST, MAX_MANIFEST_BYTES)
+    except (OSError, NotARegularFile) as error:
+        raise ManifestError(f"the off-site snapshot has no readable manifest: {error}",
+                            op="fetch from off-site", path=chosen.id) from error
+    manifest = _parse(text, directory, chosen)
+    if not is_archive(manifest):
+        raise ManifestError(f"the off-site tree of {chosen.id} holds no archive backup",
+                            op="fetch from off-site", path=chosen.id)
+    [artifact] = manifest.artifacts
+    name = raw_name(artifact.name, artifact.compression)
+    _write_checked(directory / name, artifact.raw_size, artifact.raw_sha256,
+                   lambda sink: rebuild(staging, artifact.name, sink))
+    shutil.rmtree(restored)
+    return _stored(directory, replace(manifest, artifacts=(_as_raw(artifact),)))
+
+
+def _as_raw(artifact: ArtifactRecord) -> ArtifactRecord:
+    return replace(artifact, name=raw_name(artifact.name, artifact.compression),
+                   compression="none", size=artifact.raw_size, sha256=artifact.raw_sha256)
+
+
+def _stored(directory: Path, manifest: Manifest) -> StoredBackup:
+    write_manifest(directory, manifest)
+    return StoredBackup(directory, manifest)
 
 
 def _parse(text: bytes, directory: Path, chosen: OffsiteBackup) -> Manifest:
@@ -235,8 +291,11 @@ def _parse(text: bytes, directory: Path, chosen: OffsiteBackup) -> Manifest:
     return manifest
 
 
-def _dump_checked(restic: Restic, snapshot: str, name: str, dest: Path, size: int,
-                  sha256: str) -> None:
+def _write_checked(dest: Path, size: int, sha256: str,
+                   produce: Callable[[Callable[[bytes], object]], object]) -> None:
+    """What `produce` hands its sink, written to `dest` (new, 0600, fsynced): its size and
+    sha256 must be the manifest's."""
+    name = dest.name
     digest = hashlib.sha256()
     with open(os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600),
               "wb") as out:
@@ -244,7 +303,7 @@ def _dump_checked(restic: Restic, snapshot: str, name: str, dest: Path, size: in
             digest.update(chunk)
             out.write(chunk)
 
-        restic.dump(snapshot, name, write)
+        produce(write)
         out.flush()
         os.fsync(out.fileno())
         written = out.tell()

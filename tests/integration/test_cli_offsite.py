@@ -76,14 +76,16 @@ def pushed(site: Path) -> Path:
     return config
 
 
-def test_a_run_pushes_raw_content_and_manifest_tagged(site: Path, pushed: Path) -> None:
+def test_a_run_pushes_the_archive_as_one_tagged_tree_snapshot(site: Path,
+                                                             pushed: Path) -> None:
     [backup_id] = local_ids(site, pushed)
     assert offsite_ids(site, pushed) == [(backup_id, True)]
-    snapshots = restic_snapshots(site)
-    assert {tuple(s["paths"]) for s in snapshots} == {("/files.tar",), ("/manifest.toml",)}
-    for snapshot in snapshots:
-        assert snapshot["hostname"] == "tracker-a"
-        assert {"trackerbackup", "type=selective", f"id={backup_id}"} <= set(snapshot["tags"])
+    [snapshot] = restic_snapshots(site)
+    assert snapshot["paths"] == [f"{site}/backups/.offsite-staging/selective"]
+    assert snapshot["hostname"] == "tracker-a"
+    assert {"trackerbackup", "type=selective", f"id={backup_id}", "part=tree"} <= \
+        set(snapshot["tags"])
+    assert not (site / "backups/.offsite-staging/selective").exists()  # removed after the push
     metric = (site / "trackerbackup_selective_offsite.prom").read_text()
     assert 'trackerbackup_offsite_last_run_success{type="selective"} 1' in metric
     assert "trackerbackup_offsite_last_success_timestamp_seconds" in metric
