@@ -155,6 +155,7 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=5_000_000)
     parser.add_argument("--dir", type=Path, help="work directory (default: a temporary one)")
     parser.add_argument("--out", type=Path, help="also write the Markdown tables here")
+    parser.add_argument("--cases", default="ab", help="which cases: a, b or ab (default)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="offsite-bench-") as name:
         work = Path(name)
@@ -169,10 +170,14 @@ def main() -> None:
         config = write_config(work, "bench", db, compose)
         size = db.stat().st_size / 1e6
         lines = [f"Database: {args.rows:,} torrents, {size:.0f} MB; {os.cpu_count()} cores.", ""]
-        lines += table("(a) database after a day of tracker-like writes",
-                       case(work, config, "database", db, lambda: tracker_day(db, args.rows)))
-        lines += table("(b) selective tree, a few small files changed",
-                       case(work, config, "selective", compose, lambda: touch_a_few(compose)))
+        if "a" in args.cases:
+            lines += table("(a) database after a day of tracker-like writes",
+                           case(work, config, "database", db,
+                                lambda: tracker_day(db, args.rows)))
+        if "b" in args.cases:
+            lines += table("(b) selective tree, a few small files changed",
+                           case(work, config, "selective", compose,
+                                lambda: touch_a_few(compose)))
     text = "\n".join(lines)
     print(text)
     if args.out:

@@ -9,7 +9,9 @@ path), pushed with one `restic backup DIR`, and the staging is removed:
       manifest.toml         the backup's manifest, as it is
       tree/                 the archive extracted by trackerbackup/extract.py
       <artifact>.frame      the raw tar stream with every file's content cut out
-      <artifact>.cuts       JSON lines, one per cut: {"offset", "size", "path"}
+      <artifact>.cuts       JSON lines, one per cut in archive order: {"gap", "size",
+                            "path"}: `gap` frame bytes come before the cut (relative, so
+                            a file that grows changes only its own line)
 
 `rebuild` puts the tar stream back together (frame bytes, and at each cut the file
 `tree/<path>`'s content), in archive order, hashing it: before a push the staging is
@@ -149,15 +151,18 @@ def _write_frame(archive: Path, artifact: ArtifactRecord, staging: Path) -> None
             open(staging / (name + FRAME), "xb") as frame, \
             open(staging / (name + CUTS), "x", encoding="utf-8") as cuts:
         framer = _Framer(raw, frame)
+        end_of_last_cut = 0
         with tarfile.open(fileobj=cast(IO[bytes], framer), mode="r|", bufsize=CHUNK,
                           tarinfo=BoundedTarInfo) as tar:
             while (info := tar.next()) is not None:
                 tar.members.clear()  # type: ignore[attr-defined]  # flat memory
                 if info.isreg() and info.size > 0:
                     path = "/".join(split_name(info.name))
+                    gap = info.offset_data - end_of_last_cut
                     framer.cut(info.offset_data, info.size)
-                    cuts.write(json.dumps({"offset": info.offset_data, "size": info.size,
-                                           "path": path}) + "\n")
+                    cuts.write(json.dumps({"gap": gap, "size": info.size, "path": path}) +
+                               "\n")
+                    end_of_last_cut = info.offset_data + info.size
         framer.finish()
         _check(Rebuilt(framer.size, framer.digest.hexdigest()), artifact, "read")
 
@@ -179,9 +184,7 @@ def rebuild(staging: Path, name: str, sink: Callable[[bytes], object]) -> Rebuil
             open(staging / (name + CUTS), encoding="utf-8") as cuts:
         for line in cuts:
             cut = _parse_cut(line, name)
-            if cut.offset < size:
-                raise BackupFailed(f"the cuts of {name} overlap", op=REBUILD)
-            _copy(frame, cut.offset - size, emit)
+            _copy(frame, cut.gap, emit)
             _copy_member(staging / TREE, cut, emit)
         _copy(frame, -1, emit)
     return Rebuilt(size, digest.hexdigest())
@@ -189,7 +192,7 @@ def rebuild(staging: Path, name: str, sink: Callable[[bytes], object]) -> Rebuil
 
 @dataclass(frozen=True)
 class Cut:
-    offset: int
+    gap: int
     size: int
     path: str
 
@@ -199,8 +202,8 @@ def _parse_cut(line: str, name: str) -> Cut:
         cut = Cut(**json.loads(line))
     except (ValueError, TypeError) as error:
         raise BackupFailed(f"a line of {name}{CUTS} is not a cut: {error}", op=REBUILD) from error
-    if not (isinstance(cut.offset, int) and isinstance(cut.size, int) and
-            isinstance(cut.path, str) and cut.offset >= 0 and cut.size >= 0):
+    if not (isinstance(cut.gap, int) and isinstance(cut.size, int) and
+            isinstance(cut.path, str) and cut.gap >= 0 and cut.size >= 0):
         raise BackupFailed(f"a line of {name}{CUTS} is not a cut", op=REBUILD)
     return cut
 
