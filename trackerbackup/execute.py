@@ -73,7 +73,9 @@ def run(
             check=False,
         )
     except subprocess.TimeoutExpired as error:
-        raise CommandFailed(argv, -1, f"timed out after {timeout} s", op, secrets) from error
+        said = _tail(error.stderr, secrets) if isinstance(error.stderr, bytes) else ""
+        raise CommandFailed(argv, -1, f"{said}\ntimed out after {timeout} s".lstrip(), op,
+                            secrets) from error
     except OSError as error:  # not found, not executable, bad interpreter
         raise EnvironmentProblem(f"cannot start {mask(argv[0], secrets)}: "
                                  f"{error.strerror or error}", op=op or "run command",
@@ -148,12 +150,13 @@ def _started(argv: Sequence[str], op: str, secrets: Sequence[str],
             for pipe in (process.stdin, process.stdout):
                 if pipe is not None and not pipe.closed:
                     pipe.close()
-        if expired.is_set():
-            raise CommandFailed(argv, -1, f"timed out after {timeout} s", op, secrets)
-        if process.returncode != 0:
-            err.seek(max(0, err.seek(0, 2) - READ_TAIL_BYTES))
-            raise CommandFailed(argv, process.returncode, _tail(err.read(), secrets), op,
+        err.seek(max(0, err.seek(0, 2) - READ_TAIL_BYTES))
+        said = _tail(err.read(), secrets)
+        if expired.is_set():  # what it said before, then why it stopped
+            raise CommandFailed(argv, -1, f"{said}\ntimed out after {timeout} s".lstrip(), op,
                                 secrets)
+        if process.returncode != 0:
+            raise CommandFailed(argv, process.returncode, said, op, secrets)
 
 
 class _TailReader:

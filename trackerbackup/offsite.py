@@ -45,6 +45,17 @@ class OffsiteFailed(BackupFailed):
     """A restic command failed: the local backups are untouched (exit 1)."""
 
 
+class OffsiteStorageFull(OffsiteFailed):
+    """The repository's storage refused a write: full, or a quota (exit 1)."""
+
+
+# What restic prints when the storage is full: a local path or mount, rest-server (507),
+# a quota; OpenSSH's sftp server answers a write on a full disk with a bare
+# SSH_FX_FAILURE, which restic prints as `Write: sftp: "Failure"`.
+STORAGE_FULL = ("no space left on device", "insufficient storage", "quota exceeded",
+                "disk quota", 'write: sftp: "failure"')
+
+
 # ------------------------------------------------------------------ the secret files
 
 
@@ -281,20 +292,33 @@ def failure(error: CommandFailed, op: str) -> OffsiteFailed:
          "init', or fix offsite.repository"),
         ("already locked", "another restic process holds the repository lock: a live one "
          "(wait), or one restic cannot prove stale (see docs/offsite.md, Locks)"),
-        ("no space left", "the off-site storage is full: run 'trackerbackup offsite "
-         "prune' or grow it"),
         ("timed out", "the repository did not answer within offsite.timeout: check the "
          "network and the server"),
     )
+    message = f"restic failed (exit {error.returncode}): {_cause(tail)}"
+    if any(needle in tail.lower() for needle in STORAGE_FULL):
+        return OffsiteStorageFull(
+            f"the off-site storage is full: {message}", op=op,
+            hint="the off-site storage is full (or over a quota): run 'trackerbackup "
+                 "offsite prune', check the server's free space, or grow it; the local "
+                 "backups are intact and the next run pushes what is missing")
     hint = next((text for needle, text in hints if needle.lower() in tail.lower()),
                 "check the network, the server and [offsite] in the configuration; the "
                 "local backups are intact")
-    return OffsiteFailed(f"restic failed (exit {error.returncode}): {tail.strip()[-1500:]}",
-                         op=op, hint=hint)
+    return OffsiteFailed(message, op=op, hint=hint)
+
+
+def _cause(stderr: str) -> str:
+    """restic's error without the Go stack traces it prints after an unexpected one
+    (lines of file:line and function names), at most 1500 characters from the end."""
+    lines = [line for line in stderr.strip().splitlines()
+             if not line.startswith(("\t", "github.com/", "main.", "runtime.", "runtime/"))]
+    return "\n".join(lines)[-1500:]
 
 
 def is_lock_failure(error: OffsiteFailed) -> bool:
-    return "already locked" in error.message or "unable to create lock" in error.message
+    """A lock held by another restic, not a lock file that could not be written."""
+    return "already locked" in error.message
 
 
 def with_stale_locks_removed(restic: Restic, action: Callable[[], Any]) -> Any:

@@ -53,6 +53,7 @@ from trackerbackup.offsite import (
     TREE,
     OffsiteBackup,
     OffsiteFailed,
+    OffsiteStorageFull,
     Restic,
     group,
     push_tags,
@@ -108,8 +109,10 @@ def sync(conf: Config, backup_type: str, restic: Restic | None = None) -> list[s
             pushed.append(backup.id)
     except (TrackerBackupError, OSError) as error:
         _record(conf, backup_type, ok=False)
+        full = isinstance(error, OffsiteStorageFull)
         log.error("copying %s backups off-site failed: %s", backup_type, error,
-                  extra=fields(Event.OFFSITE_PUSH_FAILED, type=backup_type))
+                  extra=fields(Event.OFFSITE_STORAGE_FULL if full else
+                               Event.OFFSITE_PUSH_FAILED, type=backup_type))
         if isinstance(error, TrackerBackupError):
             error.logged = True
         raise

@@ -2,6 +2,8 @@
 
 restic runs on the host and reaches it through `-o sftp.command=ssh ...` with a key made
 for the test; the container can be stopped, started and paused (an unreachable server).
+With `storage_mb`, /srv/restic is a tmpfs of that size, which `fill` fills up (a full
+remote) and `free` frees again.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from tests.testbed.images import ensure_sftp_image
 from tests.testbed.stack import LABEL, TESTBED_DIR, down_project
 
 REPOSITORY_PATH = "/srv/restic/repo"
+BALLAST = "/srv/restic/ballast"
 
 
 class SftpServer:
-    def __init__(self) -> None:
+    def __init__(self, storage_mb: int | None = None) -> None:
+        self.storage_mb = storage_mb
         self.project = f"tbsftp-{secrets.token_hex(4)}"
         self.container = f"{self.project}-sftp"
         self.keys = Path(tempfile.mkdtemp(prefix=f"{self.project}-"))
@@ -47,7 +51,9 @@ class SftpServer:
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(self.key)],
                        check=True)
         shutil.copy(self.key.with_suffix(".pub"), self.keys / "authorized_keys")
-        docker("run", "-d", "--init", "--name", self.container,
+        storage = (["--tmpfs", f"/srv/restic:rw,size={self.storage_mb}m,mode=0700"]
+                   if self.storage_mb else [])
+        docker("run", "-d", "--init", "--name", self.container, *storage,
                "--label", f"{LABEL}={self.project}",
                "-v", f"{self.keys}:/keys:ro", "-v", f"{TESTBED_DIR}:/testbed:ro", image)
         self.ip = docker("inspect", "-f", "{{range .NetworkSettings.Networks}}{{.IPAddress}}"
@@ -89,3 +95,11 @@ class SftpServer:
 
     def unpause(self) -> None:
         docker("unpause", self.container)
+
+    def fill(self) -> None:
+        """Write a ballast file until the repository's filesystem is full (dd fails then)."""
+        docker("exec", self.container, "sh", "-c",
+               f"dd if=/dev/zero of={BALLAST} bs=64k 2>/dev/null; test -s {BALLAST}")
+
+    def free(self) -> None:
+        docker("exec", self.container, "rm", "-f", BALLAST)
