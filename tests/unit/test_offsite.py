@@ -3,6 +3,7 @@ grouping, what a sync pushes, error hints."""
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -11,16 +12,19 @@ import pytest
 from trackerbackup import config
 from trackerbackup.errors import ConfigError, UsageError
 from trackerbackup.execute import CommandFailed
+from trackerbackup.log import Event
 from trackerbackup.manifest import Manifest
 from trackerbackup.offsite import (
     MANIFEST,
+    OffsiteStorageFull,
     Snapshot,
     failure,
     group,
+    is_lock_failure,
     read_environment_file,
     secret_file_problems,
 )
-from trackerbackup.offsite_sync import pending, raw_name
+from trackerbackup.offsite_sync import pending, raw_name, sync
 from trackerbackup.repository import Backup
 
 
@@ -113,3 +117,53 @@ def test_failures_name_the_fix(stderr: str, hint: str) -> None:
     assert error.hint is not None
     assert hint in error.hint
     assert error.exit_code == 1
+    assert not isinstance(error, OffsiteStorageFull)
+
+
+SFTP_FULL = """Save(<lock/ed78606914>) returned error, retrying after 1.08s: Write: sftp: \
+"Failure" (SSH_FX_FAILURE)
+sftp: "Failure" (SSH_FX_FAILURE)
+github.com/restic/restic/internal/backend/sftp.(*SFTP).Save
+\tgithub.com/restic/restic/internal/backend/sftp/sftp.go:321
+main.main
+\tgithub.com/restic/restic/cmd/restic/main.go:98
+Write
+unable to create lock in backend
+"""
+
+
+@pytest.mark.parametrize("stderr", [
+    SFTP_FULL,
+    "Fatal: unable to save snapshot: open /mnt/repo/tmp-1: no space left on device",
+    "Save(<data/ab>) returned error: unexpected HTTP response (507): 507 Insufficient Storage",
+])
+def test_a_full_storage_is_its_own_error_and_event(stderr: str, tmp_path: Path,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    error = failure(CommandFailed(["restic", "backup"], 1, stderr, "push"), "push x")
+    assert isinstance(error, OffsiteStorageFull)
+    assert "the off-site storage is full" in str(error)
+    assert error.hint is not None
+    assert "offsite prune" in error.hint
+    assert "github.com" not in error.message  # no Go stack trace in the journal
+
+    class FullRestic:
+        def snapshots(self, **_: object) -> list[Snapshot]:
+            raise error
+
+    (tmp_path / "pw").write_text("x")
+    (tmp_path / "pw").chmod(0o600)
+    conf = config.from_document({
+        "general": {"backup_dir": str(tmp_path / "backups")},
+        "offsite": {"repository": str(tmp_path / "repo"), "password_file": str(tmp_path / "pw")}})
+    caplog.set_level(logging.ERROR, logger="trackerbackup")
+    with pytest.raises(OffsiteStorageFull):
+        sync(conf, "selective", FullRestic())  # type: ignore[arg-type]
+    [record] = caplog.records
+    assert record.journal["MESSAGE_ID"] == Event.OFFSITE_STORAGE_FULL.value  # type: ignore[attr-defined]
+
+
+def test_a_lock_file_that_cannot_be_written_is_not_a_stale_lock() -> None:
+    assert not is_lock_failure(failure(CommandFailed(["restic"], 1, SFTP_FULL, ""), "push"))
+    assert is_lock_failure(failure(CommandFailed(
+        ["restic"], 1, "unable to create lock in backend: repository is already locked "
+        "exclusively by PID 7 on a by root", ""), "prune"))
