@@ -15,11 +15,13 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_database_sqlite import add_config
+from tests.faults.journal_capture import JournalCapture
 from tests.faults.secrets_watch import SecretsWatch
 from tests.kit.cli import command, environment, trackerbackup
 from tests.kit.wait import wait_until
 from tests.testbed.sftp import SftpServer
 from tests.testbed.stack import Stack, toml_str
+from trackerbackup.log import Event
 
 pytestmark = pytest.mark.testbed
 PASSWORD = "sftp-offsite-pw-5c1e0b"
@@ -220,14 +222,21 @@ def test_full_remote_storage_is_a_clear_failure_and_the_next_run_catches_up(
         stack = with_offsite(sqlite_stack, server)
         assert tb(stack, "run", "selective").returncode == 0
         server.fill()
-        try:
-            full = tb(stack, "run", "selective")
+        try:  # this run logs to a journal of its own: its fields are scanned too
+            with JournalCapture(watch) as journal:
+                full = subprocess.run(journal.wrap(command(stack.config_path, "run",
+                                                           "selective")),
+                                      env=environment(), capture_output=True, text=True,
+                                      check=False, timeout=600)
         finally:
             server.free()
         watch.scan_text(full.stdout + full.stderr, "the failed run's output")
         assert full.returncode == 1
-        assert "the off-site storage is full" in full.stderr, full.stderr
-        assert "offsite prune" in full.stderr  # the hint: make room
+        [message] = [entry["MESSAGE"].decode() for entry in journal.entries
+                     if entry.get("MESSAGE_ID") == Event.OFFSITE_STORAGE_FULL.value.encode()]
+        assert "the off-site storage is full" in message
+        assert "offsite prune" in message  # the hint: make room
+        assert "github.com" not in message  # restic's Go stack trace is left out
         assert len(local(stack, "selective")) == 2  # the local backups are intact
         verified = tb(stack, "verify", "selective", "--all")
         assert verified.returncode == 0, verified.stderr
