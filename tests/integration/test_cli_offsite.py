@@ -183,7 +183,9 @@ def test_a_killed_push_leaves_a_stale_lock_the_next_prune_removes(site: Path,
         [RESTIC, "backup", "--stdin", "--stdin-filename", "files.tar", "--host", "tracker-a",
          "--tag", "trackerbackup,type=selective,id=20200101T000000.000000Z,part=data"],
         stdin=subprocess.PIPE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wait_until(lambda: any((site / "repo/locks").iterdir()), 30, what="restic's lock")
+    # a lock file that is there but not yet written is one restic ignores: wait for content
+    wait_until(lambda: any(p.stat().st_size > 0 for p in (site / "repo/locks").iterdir()), 30,
+               what="restic's lock")
     os.kill(killed.pid, signal.SIGKILL)
     killed.wait()
     assert any((site / "repo/locks").iterdir())
