@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.unit.test_monitoring import logs  # noqa: F401  # the fixture
 from trackerbackup import config
 from trackerbackup.errors import ConfigError, UsageError
 from trackerbackup.execute import CommandFailed
@@ -138,7 +139,8 @@ unable to create lock in backend
     "Save(<data/ab>) returned error: unexpected HTTP response (507): 507 Insufficient Storage",
 ])
 def test_a_full_storage_is_its_own_error_and_event(stderr: str, tmp_path: Path,
-                                                   caplog: pytest.LogCaptureFixture) -> None:
+                                                   logs: pytest.LogCaptureFixture,  # noqa: F811
+                                                   ) -> None:
     error = failure(CommandFailed(["restic", "backup"], 1, stderr, "push"), "push x")
     assert isinstance(error, OffsiteStorageFull)
     assert "the off-site storage is full" in str(error)
@@ -155,11 +157,11 @@ def test_a_full_storage_is_its_own_error_and_event(stderr: str, tmp_path: Path,
     conf = config.from_document({
         "general": {"backup_dir": str(tmp_path / "backups")},
         "offsite": {"repository": str(tmp_path / "repo"), "password_file": str(tmp_path / "pw")}})
-    caplog.set_level(logging.ERROR, logger="trackerbackup")
     with pytest.raises(OffsiteStorageFull):
         sync(conf, "selective", FullRestic())  # type: ignore[arg-type]
-    [record] = caplog.records
-    assert record.journal["MESSAGE_ID"] == Event.OFFSITE_STORAGE_FULL.value  # type: ignore[attr-defined]
+    logged = {r.journal["MESSAGE_ID"] for r in logs.records  # type: ignore[attr-defined]
+              if r.levelno == logging.ERROR}
+    assert logged == {Event.OFFSITE_STORAGE_FULL.value}
 
 
 def test_a_lock_file_that_cannot_be_written_is_not_a_stale_lock() -> None:
