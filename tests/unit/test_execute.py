@@ -33,6 +33,23 @@ def test_timeout_is_a_failure() -> None:
         execute.run([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.2)
 
 
+SAYS_THEN_HANGS = ("import sys, time; sys.stderr.write('retrying: refused, key=k3y\\n'); "
+                   "sys.stderr.flush(); time.sleep(5)")
+
+
+def test_a_timed_out_command_keeps_what_it_said_masked() -> None:
+    """restic retries a refused write for a long time: why is in its stderr."""
+    for call in (lambda: execute.run([sys.executable, "-c", SAYS_THEN_HANGS], timeout=1,
+                                     secrets=["k3y"]),
+                 lambda: execute.drain([sys.executable, "-c", SAYS_THEN_HANGS], print,
+                                       op="dump", timeout=1, secrets=["k3y"])):
+        with pytest.raises(execute.CommandFailed) as caught:
+            call()
+        assert "retrying: refused, key=********" in caught.value.stderr_tail
+        assert caught.value.stderr_tail.endswith("timed out after 1 s")
+        assert "k3y" not in str(caught.value)
+
+
 def test_a_program_that_cannot_start_is_an_environment_problem(tmp_path: Path) -> None:
     script = tmp_path / "not-executable"
     script.write_text("#!/bin/sh\n")
