@@ -33,15 +33,10 @@ from trackerbackup.docker import Container, Docker
 from trackerbackup.errors import UsageError
 from trackerbackup.log import Event, fields, get_logger
 from trackerbackup.repository import PartialBackup
-from trackerbackup.sources import Plan, Source, SourceResult
+from trackerbackup.sources import Plan, SourceResult
 from trackerbackup.sources.database import TrackerSqliteSource, store_snapshot
 from trackerbackup.sqlite.connection import connect, read_only_uri, remove_copy
-from trackerbackup.sqlite.filtered import (
-    Connect,
-    Selection,
-    filtered_copy,
-    schema_problems,
-)
+from trackerbackup.sqlite.filtered import Connect, filtered_copy, schema_problems
 from trackerbackup.sqlite.wal import wal_reader
 
 log = get_logger()
@@ -51,15 +46,9 @@ WAL_METHOD = "wal-read-transaction"
 SNAPSHOT_METHOD = "filtered-from-snapshot"
 
 
-def critical_source(config: Config, backup_type: str, docker: Docker) -> Source:
-    if config.tracker.driver == "sqlite":
-        return CriticalSqliteSource(config, config.type(backup_type), docker)
-    raise UsageError(f"tracker.driver = {config.tracker.driver!r} has no critical snapshot "
-                     "in this version", hint="set [critical] enabled = false")
-
-
-def selection_of(settings: TypeSettings) -> Selection:
-    return Selection(settings.tables, tuple(rowfilter.parse(f) for f in settings.row_filters))
+def selection_of(settings: TypeSettings) -> rowfilter.Selection:
+    return rowfilter.Selection(settings.tables,
+                               tuple(rowfilter.parse(f) for f in settings.row_filters))
 
 
 class CriticalSqliteSource:

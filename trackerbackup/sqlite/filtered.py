@@ -19,23 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from trackerbackup.errors import BackupFailed
-from trackerbackup.rowfilter import RowFilter
+from trackerbackup.rowfilter import RowFilter, Selection, selection_problems
 from trackerbackup.sqlite.connection import closing, connect, quoted, sqlite_failure
 
 OP = "copy critical tables"
 COPY_SCHEMA = "critical"
 Connect = Callable[[], sqlite3.Connection]
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Which tables are copied, and the filter of the rows of some of them."""
-
-    tables: tuple[str, ...]
-    filters: tuple[RowFilter, ...] = ()
-
-    def filter_of(self, table: str) -> RowFilter | None:
-        return next((f for f in self.filters if f.table == table), None)
 
 
 def schema_of(connection: sqlite3.Connection, tables: tuple[str, ...],
@@ -57,24 +46,12 @@ def schema_problems(connect_source: Connect, db_path: Path, selection: Selection
                     tables_key: str, filters_key: str) -> list[str]:
     """Each configured table the database lacks, each filter on a column it lacks or on a
     table that is not copied, each naming its configuration key."""
-    problems = []
     try:
         with closing(connect_source()) as connection:
             existing = {table: columns_of(connection, table) for table in selection.tables}
     except sqlite3.Error as error:
         raise sqlite_failure(error, db_path, op=OP) from error
-    for table, columns in existing.items():
-        if not columns:
-            problems.append(f"{tables_key}: the database {db_path} has no table {table!r}")
-    for row_filter in selection.filters:
-        filtered = existing.get(row_filter.table)
-        if filtered is None:
-            problems.append(f"{filters_key}: {str(row_filter)!r} filters table "
-                            f"{row_filter.table!r}, which {tables_key} does not list")
-        elif filtered and row_filter.column not in filtered:
-            problems.append(f"{filters_key}: table {row_filter.table!r} has no column "
-                            f"{row_filter.column!r} (it has: {', '.join(filtered)})")
-    return problems
+    return selection_problems(existing, str(db_path), selection, tables_key, filters_key)
 
 
 @dataclass(frozen=True)

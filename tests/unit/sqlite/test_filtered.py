@@ -10,10 +10,10 @@ import pytest
 
 from tests.testbed.tree import create_sqlite_db
 from trackerbackup.errors import BackupFailed
-from trackerbackup.rowfilter import parse
+from trackerbackup.rowfilter import Selection, parse
 from trackerbackup.sqlite import filtered
 from trackerbackup.sqlite.connection import connect
-from trackerbackup.sqlite.filtered import Selection, filtered_copy, schema_problems
+from trackerbackup.sqlite.filtered import filtered_copy, schema_problems
 
 DEFAULT = Selection(("keys", "whitelist", "torrent_aggregate_metrics", "torrents"),
                     (parse("torrents.completed > 0"),))
