@@ -117,8 +117,9 @@ def test_full_restore_then_merge_of_a_newer_critical_snapshot_gives_the_newer_st
 
     full = trackerbackup(stack.config_path, "restore", "database", "--latest", "--yes")
     assert full.returncode == 0, full.stderr
-    older_seq = seq_of(stack.mysql_tables())
-    counted_on = newer["torrents"][0][1] if (newer := critical_state(stack, newer_seq)) else ""
+    older = stack.mysql_tables()
+    older_seq = seq_of(older)
+    counted_on = next(h for _, h, c in older["torrents"] if c > 0)
     stack.mysql_exec(f"UPDATE torrents SET completed = 1000000 WHERE info_hash = "
                      f"'{counted_on}'".encode(), database="torrust_tracker")  # counted since
     merged = trackerbackup(stack.config_path, "restore", "critical", "--latest", "--merge",
@@ -127,6 +128,7 @@ def test_full_restore_then_merge_of_a_newer_critical_snapshot_gives_the_newer_st
 
     assert older_seq < newer_seq
     live = stack.mysql_tables()
+    newer = critical_state(stack, newer_seq)
     newer["torrents"] = [(i, h, 1000000 if h == counted_on else c)
                          for i, h, c in newer["torrents"]]  # a merge never lowers a count
     assert sorted((key, valid) for _, key, valid in live["keys"]) == sorted(
