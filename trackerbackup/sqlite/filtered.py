@@ -13,6 +13,7 @@ be the same, so a copy never mixes two schemas.
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -59,10 +60,19 @@ class FilteredCopy:
     read_seconds: float  # how long the read transaction on the source was open
 
 
+class ReadOverBudget(Exception):
+    """The read transaction was interrupted (and rolled back) at its time budget."""
+
+    def __init__(self, held: float) -> None:
+        super().__init__(f"read transaction open {held:.3f} s")
+        self.held = held
+
+
 def filtered_copy(connect_source: Connect, db_path: Path, dest: Path,
-                  selection: Selection) -> FilteredCopy:
+                  selection: Selection, budget: float | None = None) -> FilteredCopy:
     """Writes the selection of the source into `dest` (a new file); `dest` is left
-    behind on failure for the caller to remove."""
+    behind on failure for the caller to remove. `budget`: the read transaction is
+    interrupted after that many seconds (ReadOverBudget)."""
     try:
         with closing(connect_source()) as source:
             statements = schema_of(source, selection.tables)
@@ -70,7 +80,7 @@ def filtered_copy(connect_source: Connect, db_path: Path, dest: Path,
             source.execute("ATTACH DATABASE ? AS " + COPY_SCHEMA, (str(dest),))
             source.execute(f"PRAGMA {COPY_SCHEMA}.synchronous = OFF")
             source.execute(f"PRAGMA {COPY_SCHEMA}.journal_mode = MEMORY")
-            return _copy_in_one_read(source, db_path, statements, selection)
+            return _copy_in_one_read(source, db_path, statements, selection, budget)
     except sqlite3.Error as error:
         raise sqlite_failure(error, db_path, op=OP) from error
 
@@ -84,10 +94,19 @@ def _create(dest: Path, statements: list[str]) -> None:
 
 
 def _copy_in_one_read(source: sqlite3.Connection, db_path: Path, statements: list[str],
-                      selection: Selection) -> FilteredCopy:
+                      selection: Selection, budget: float | None) -> FilteredCopy:
     source.execute("BEGIN")
+    fired = threading.Event()
+
+    def interrupt() -> None:
+        fired.set()
+        source.interrupt()  # a no-op once no statement runs
+
+    timer = None if budget is None else threading.Timer(budget, interrupt)
+    started = time.monotonic()
     try:
-        started = time.monotonic()
+        if timer is not None:
+            timer.start()
         if schema_of(source, selection.tables) != statements:  # the first read pins the state
             raise BackupFailed("the database schema changed during the copy", op=OP,
                                path=str(db_path), hint="run the backup again")
@@ -95,10 +114,15 @@ def _copy_in_one_read(source: sqlite3.Connection, db_path: Path, statements: lis
             _copy_table(source, table, selection.filter_of(table))
         source.execute("COMMIT")
         return FilteredCopy(read_seconds=time.monotonic() - started)
-    except BaseException:
+    except BaseException as error:
         if source.in_transaction:
             source.execute("ROLLBACK")
+        if fired.is_set() and isinstance(error, sqlite3.OperationalError):
+            raise ReadOverBudget(time.monotonic() - started) from error
         raise
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 def _copy_table(source: sqlite3.Connection, table: str, row_filter: RowFilter | None) -> None:

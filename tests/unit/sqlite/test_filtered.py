@@ -85,3 +85,30 @@ def test_schema_problems_name_the_key_the_table_and_the_column(tracker_db: Path)
         "critical.tables does not list",
     ]
     assert schema_problems(lambda: connect(tracker_db), tracker_db, DEFAULT, "t", "f") == []
+
+
+def test_a_read_over_its_budget_is_interrupted_and_releases_the_database(
+    tracker_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def endless(source: sqlite3.Connection, table: str, row_filter: object) -> None:
+        source.execute("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) "
+                       "SELECT count(*) FROM n").fetchone()
+
+    monkeypatch.setattr(filtered, "_copy_table", endless)
+
+    with pytest.raises(filtered.ReadOverBudget) as over:
+        filtered_copy(lambda: connect(tracker_db), tracker_db, tmp_path / "c.db", DEFAULT,
+                      budget=0.2)
+
+    assert 0.2 <= over.value.held < 2.0
+    with sqlite3.connect(tracker_db, timeout=0) as writer:  # no lock is left behind
+        writer.execute("UPDATE torrents SET completed = completed + 1 WHERE id = 1")
+
+
+def test_a_read_within_its_budget_is_the_same_copy(tracker_db: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "critical.db"
+
+    filtered_copy(lambda: connect(tracker_db), tracker_db, dest, DEFAULT, budget=30.0)
+
+    assert rows(dest, "SELECT * FROM torrents") == rows(
+        tracker_db, "SELECT * FROM torrents WHERE completed > 0")
