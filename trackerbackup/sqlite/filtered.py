@@ -25,6 +25,8 @@ from trackerbackup.sqlite.connection import closing, connect, quoted, sqlite_fai
 
 OP = "copy critical tables"
 COPY_SCHEMA = "critical"
+COPY_CACHE_KIB = -64 * 1024  # 64 MiB
+STAGE_PREFIX = "critical_stage_"
 Connect = Callable[[], sqlite3.Connection]
 
 
@@ -80,6 +82,9 @@ def filtered_copy(connect_source: Connect, db_path: Path, dest: Path,
             source.execute("ATTACH DATABASE ? AS " + COPY_SCHEMA, (str(dest),))
             source.execute(f"PRAGMA {COPY_SCHEMA}.synchronous = OFF")
             source.execute(f"PRAGMA {COPY_SCHEMA}.journal_mode = MEMORY")
+            # The copy's pages stay in memory until it is written (its index gets rows in
+            # random order).
+            source.execute(f"PRAGMA {COPY_SCHEMA}.cache_size = {COPY_CACHE_KIB}")
             return _copy_in_one_read(source, db_path, statements, selection, budget)
     except sqlite3.Error as error:
         raise sqlite_failure(error, db_path, op=OP) from error
@@ -95,6 +100,18 @@ def _create(dest: Path, statements: list[str]) -> None:
 
 def _copy_in_one_read(source: sqlite3.Connection, db_path: Path, statements: list[str],
                       selection: Selection, budget: float | None) -> FilteredCopy:
+    """With a budget (the reader blocks writers), the rows go to TEMP tables without
+    indexes first, the cheapest copy, and into the indexed copy after the read ended."""
+    staged = budget is not None
+    copied = _read(source, db_path, statements, selection, budget, staged)
+    if staged:
+        for number, table in enumerate(selection.tables):
+            _unstage(source, table, f"{STAGE_PREFIX}{number}")
+    return copied
+
+
+def _read(source: sqlite3.Connection, db_path: Path, statements: list[str],
+          selection: Selection, budget: float | None, staged: bool) -> FilteredCopy:
     source.execute("BEGIN")
     fired = threading.Event()
 
@@ -110,8 +127,9 @@ def _copy_in_one_read(source: sqlite3.Connection, db_path: Path, statements: lis
         if schema_of(source, selection.tables) != statements:  # the first read pins the state
             raise BackupFailed("the database schema changed during the copy", op=OP,
                                path=str(db_path), hint="run the backup again")
-        for table in selection.tables:
-            _copy_table(source, table, selection.filter_of(table))
+        for number, table in enumerate(selection.tables):
+            target = f"temp.{STAGE_PREFIX}{number}" if staged else None
+            _copy_table(source, table, selection.filter_of(table), target)
         source.execute("COMMIT")
         return FilteredCopy(read_seconds=time.monotonic() - started)
     except BaseException as error:
@@ -125,10 +143,25 @@ def _copy_in_one_read(source: sqlite3.Connection, db_path: Path, statements: lis
             timer.cancel()
 
 
-def _copy_table(source: sqlite3.Connection, table: str, row_filter: RowFilter | None) -> None:
+def _copy_table(source: sqlite3.Connection, table: str, row_filter: RowFilter | None,
+                stage: str | None = None) -> None:
+    """Into the copy's table, or (`stage`) into a new TEMP table of that name."""
     names = ", ".join(quoted(column) for column in columns_of(source, table))
     where, parameters = ("", ()) if row_filter is None else (
         f" WHERE {row_filter.sql()}", (row_filter.value,))
+    select = f"SELECT {names} FROM main.{quoted(table)}{where}"  # noqa: S608
     # Identifiers come from the schema and are quoted, the value is a parameter.
+    if stage is None:
+        source.execute(f"INSERT INTO {COPY_SCHEMA}.{quoted(table)} ({names}) {select}",
+                       parameters)
+    else:
+        source.execute(f"CREATE TABLE {stage} AS {select}", parameters)
+
+
+def _unstage(source: sqlite3.Connection, table: str, stage: str) -> None:
+    names = ", ".join(quoted(column) for column in columns_of(source, table, COPY_SCHEMA))
+    source.execute("BEGIN")
     source.execute(f"INSERT INTO {COPY_SCHEMA}.{quoted(table)} ({names}) "  # noqa: S608
-                   f"SELECT {names} FROM main.{quoted(table)}{where}", parameters)
+                   f"SELECT {names} FROM temp.{stage}")
+    source.execute(f"DROP TABLE temp.{stage}")
+    source.execute("COMMIT")

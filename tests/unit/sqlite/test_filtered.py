@@ -90,7 +90,7 @@ def test_schema_problems_name_the_key_the_table_and_the_column(tracker_db: Path)
 def test_a_read_over_its_budget_is_interrupted_and_releases_the_database(
     tracker_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    def endless(source: sqlite3.Connection, table: str, row_filter: object) -> None:
+    def endless(source: sqlite3.Connection, *args: object) -> None:
         source.execute("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) "
                        "SELECT count(*) FROM n").fetchone()
 
