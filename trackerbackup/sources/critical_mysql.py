@@ -61,11 +61,12 @@ class CriticalMysqlSource:
         self.settings = settings
         self.server = MysqlServer(config, docker)
         self.selection = selection_of(settings)
+        self._shapes: dict[str, TableShape] | None = None  # the plan's, for the write
 
     def plan(self) -> Plan:
         server = self.server.server()
         database = self.server.database()
-        shapes = self._checked_shapes(database)
+        shapes = self._shapes = self._checked_shapes(database)
         filtered = {f.table for f in self.selection.filters}
         data_bytes = sum(s.data_bytes // (FILTERED_SHARE if s.name in filtered else 1)
                          for s in shapes.values())
@@ -102,7 +103,8 @@ class CriticalMysqlSource:
         server = self.server.server()
         database = str(plan.details["database"])
         started = time.monotonic()
-        shapes = self._checked_shapes(database)
+        # A docker exec less: the schema the plan (just before) checked.
+        shapes = self._shapes or self._checked_shapes(database)
         name = f"{database}.sql{SUFFIX[self.settings.compression]}"
         with backup.artifact(name, self.settings.compression,
                              self.settings.compression_level) as out:
