@@ -153,8 +153,8 @@ class CriticalSqliteSource:
         except ReadOverBudget as over:
             remove_copy(dest)
             self._waited_before = over.held
-            log.warning("the filtered read of %s did not fit the %g s budget: lock "
-                        "released after %.2f s; filtering a snapshot instead", path,
+            log.warning("the filtered read of %s did not fit the %g s budget (lock held "
+                        "%.2f s; 0: a writer held it): filtering a snapshot instead", path,
                         self.database.policy.max_writer_stall, over.held,
                         extra=fields(path=path, stall_ms=round(over.held * 1000)))
             return None

@@ -21,7 +21,13 @@ from pathlib import Path
 
 from trackerbackup.errors import BackupFailed
 from trackerbackup.rowfilter import RowFilter, Selection, selection_problems
-from trackerbackup.sqlite.connection import closing, connect, quoted, sqlite_failure
+from trackerbackup.sqlite.connection import (
+    SQLITE_BUSY,
+    closing,
+    connect,
+    quoted,
+    sqlite_failure,
+)
 
 OP = "copy critical tables"
 COPY_SCHEMA = "critical"
@@ -63,7 +69,8 @@ class FilteredCopy:
 
 
 class ReadOverBudget(Exception):
-    """The read transaction was interrupted (and rolled back) at its time budget."""
+    """The read transaction was interrupted (and rolled back) at its time budget, or
+    (`held` 0) could not start within the busy timeout: a writer held the lock."""
 
     def __init__(self, held: float) -> None:
         super().__init__(f"read transaction open {held:.3f} s")
@@ -87,6 +94,8 @@ def filtered_copy(connect_source: Connect, db_path: Path, dest: Path,
             source.execute(f"PRAGMA {COPY_SCHEMA}.cache_size = {COPY_CACHE_KIB}")
             return _copy_in_one_read(source, db_path, statements, selection, budget)
     except sqlite3.Error as error:
+        if budget is not None and getattr(error, "sqlite_errorcode", 0) & 0xFF == SQLITE_BUSY:
+            raise ReadOverBudget(0.0) from error
         raise sqlite_failure(error, db_path, op=OP) from error
 
 

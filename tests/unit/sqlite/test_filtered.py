@@ -112,3 +112,16 @@ def test_a_read_within_its_budget_is_the_same_copy(tracker_db: Path, tmp_path: P
 
     assert rows(dest, "SELECT * FROM torrents") == rows(
         tracker_db, "SELECT * FROM torrents WHERE completed > 0")
+
+
+def test_a_read_that_cannot_take_the_lock_counts_as_over_its_budget(tmp_path: Path) -> None:
+    db = tmp_path / "tracker.db"
+    create_sqlite_db(db, 300, seed=1, journal_mode="delete")
+    with sqlite3.connect(db, isolation_level=None) as writer:
+        writer.execute("BEGIN EXCLUSIVE")  # a writer in the middle of its commit
+        with pytest.raises(filtered.ReadOverBudget) as over:
+            filtered_copy(lambda: connect(db, timeout=0.1), db, tmp_path / "c.db", DEFAULT,
+                          budget=5.0)
+        writer.execute("ROLLBACK")
+
+    assert over.value.held == 0.0
