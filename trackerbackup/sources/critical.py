@@ -54,6 +54,7 @@ KIND = "critical"
 WAL_METHOD = "wal-read-transaction"
 LOCKED_METHOD = "filtered-under-lock"
 SNAPSHOT_METHOD = "filtered-from-snapshot"
+READER_BUSY_TIMEOUT_S = 5.0
 
 
 def selection_of(settings: TypeSettings) -> rowfilter.Selection:
@@ -106,7 +107,9 @@ class CriticalSqliteSource:
     def _live_reader(path: Path, journal_mode: str) -> Connect:
         if journal_mode == "wal":
             return lambda: wal_reader(path)
-        return lambda: connect(read_only_uri(path), uri=True)
+        # Waiting for a writer's commit to end stalls no one, and the read has its own
+        # deadline: wait as long as the tracker's writers do (its pool: 5 s).
+        return lambda: connect(read_only_uri(path), uri=True, timeout=READER_BUSY_TIMEOUT_S)
 
     def write(self, backup: PartialBackup, plan: Plan) -> SourceResult:
         path, container = self.database.locate()
