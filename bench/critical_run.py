@@ -39,14 +39,14 @@ from tests.testbed.stack import MYSQL_DATABASE, Stack
 from tests.testbed.tree import create_sqlite_db
 
 TYPES = ("database", "critical")
-Result = tuple[float, int, float]
+Result = tuple[float, int, float, str]
 # tree.py's share of torrents with completed > 0, for the MySQL table too.
 COMPLETED_EVERY = 33
 
 
 def run_type(config: Path, work: Path, backup_type: str,
              backups: Path | None = None) -> Result:
-    """(wall seconds, stored bytes, writers_waited seconds) of one run."""
+    """(wall seconds, stored bytes, writers_waited seconds, method) of one run."""
     started = time.monotonic()
     result = trackerbackup(config, "run", backup_type)
     wall = time.monotonic() - started
@@ -59,7 +59,8 @@ def run_type(config: Path, work: Path, backup_type: str,
                         max(source.get("lock_held_seconds", 0.0),
                             source.get("freeze_seconds", 0.0)))
     manifest.parent.rename(work / f"done-{time.monotonic_ns()}")  # one backup per run
-    return wall, sum(a["size"] for a in record["artifacts"]), waited
+    method = source.get("method", source.get("strategy", ""))
+    return wall, sum(a["size"] for a in record["artifacts"]), waited, method
 
 
 def bench_mode(db: Path, work: Path, mode: str, repeat: int) -> list[str]:
@@ -72,7 +73,7 @@ def bench_mode(db: Path, work: Path, mode: str, repeat: int) -> list[str]:
         f'[database.retention]\nkeep_last = 1\nkeep_daily = 0\n'
         f'[critical.retention]\nkeep_last = 1\nkeep_daily = 0\n')
     writer = LocalWriter(db, work / f"writer-{mode}")
-    results: dict[str, list[tuple[float, int, float]]] = {t: [] for t in TYPES}
+    results: dict[str, list[Result]] = {t: [] for t in TYPES}
     try:
         writer.wait_for_commits(50)
         for _ in range(repeat):
@@ -91,11 +92,12 @@ def table_rows(mode: str, results: dict[str, list[Result]], stats: dict[str, Any
         wall = statistics.median(r[0] for r in results[backup_type])
         size = statistics.median(r[1] for r in results[backup_type])
         waited = max(r[2] for r in results[backup_type])
+        methods = ", ".join(sorted({r[3] for r in results[backup_type]}))
         lines.append(f"| {mode} | {backup_type} | {wall:.2f} | {wall / full:.1%} | "
-                     f"{size / 1e6:.1f} | {waited * 1000:.0f} |")
+                     f"{size / 1e6:.1f} | {waited * 1000:.0f} | {methods} |")
     lines.append(f"| {mode} | writer over the whole mode | | | | max commit "
                  f"{stats['max_stall_ms']:.0f} ms, {stats['failed']} failed of "
-                 f"{stats['committed'] + stats['failed']} |")
+                 f"{stats['committed'] + stats['failed']} | |")
     return lines
 
 
@@ -140,8 +142,8 @@ def main() -> None:
                 "SELECT count(*) FROM torrents WHERE completed > 0").fetchone()[0]
         size = db.stat().st_size / 1e6
         lines = ["| journal mode | type | wall s (median) | of database's | stored MB | "
-                 "max writer wait (manifest) ms |",
-                 "| --- | --- | ---: | ---: | ---: | ---: |"]
+                 "max writer wait (manifest) ms | method |",
+                 "| --- | --- | ---: | ---: | ---: | ---: | --- |"]
         for mode in ("delete", "wal"):
             lines += bench_mode(db, work, mode, args.repeat)
     if args.mysql_rows:
