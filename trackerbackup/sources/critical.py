@@ -42,6 +42,7 @@ from trackerbackup.sqlite.connection import connect, read_only_uri, remove_copy
 from trackerbackup.sqlite.filtered import (
     Connect,
     ReadOverBudget,
+    estimated_read,
     filtered_copy,
     schema_problems,
 )
@@ -150,12 +151,19 @@ class CriticalSqliteSource:
         budget = self.database.policy.max_writer_stall - WRITER_WAKE_UP_SLACK
         if budget <= 0:
             return None
+        estimate, self._waited_before = estimated_read(
+            self._live_reader(path, journal_mode), self.selection)
+        if estimate > budget:
+            log.info("the filtered read of %s would hold the lock about %.2f s, over the %g s "
+                     "budget: filtering a snapshot instead", path, estimate,
+                     self.database.policy.max_writer_stall, extra=fields(path=path))
+            return None
         try:
             copied = filtered_copy(self._live_reader(path, journal_mode), path, dest,
                                    self.selection, budget=budget)
         except ReadOverBudget as over:
             remove_copy(dest)
-            self._waited_before = over.held
+            self._waited_before += over.held
             log.warning("the filtered read of %s did not fit the %g s budget (lock held "
                         "%.2f s; 0: a writer held it): filtering a snapshot instead", path,
                         self.database.policy.max_writer_stall, over.held,
@@ -163,7 +171,7 @@ class CriticalSqliteSource:
             return None
         return {"journal_mode": journal_mode, "method": LOCKED_METHOD,
                 "snapshot_strategy": "",
-                "writers_waited_seconds": round(copied.read_seconds, 6),
+                "writers_waited_seconds": round(self._waited_before + copied.read_seconds, 6),
                 "read_seconds": round(copied.read_seconds, 6)}
 
     def _read_snapshot(self, path: Path, dest: Path, full: Path,

@@ -125,3 +125,20 @@ def test_a_read_that_cannot_take_the_lock_counts_as_over_its_budget(tmp_path: Pa
         writer.execute("ROLLBACK")
 
     assert over.value.held == 0.0
+
+
+def test_the_read_estimate_scales_a_timed_sample_and_gives_up_on_a_locked_database(
+    tracker_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(filtered, "SAMPLE_ROWS", 1000)  # a third of the 3,000 torrents
+    estimate, held = filtered.estimated_read(lambda: connect(tracker_db), DEFAULT)
+    assert 0 < estimate < 5.0
+    assert 0 < held < 5.0
+
+    with sqlite3.connect(tracker_db, isolation_level=None) as writer:
+        if writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            return  # a WAL writer never keeps a reader out
+        writer.execute("BEGIN EXCLUSIVE")
+        assert filtered.estimated_read(lambda: connect(tracker_db, timeout=0.1), DEFAULT) == (
+            float("inf"), 0.0)
+        writer.execute("ROLLBACK")
