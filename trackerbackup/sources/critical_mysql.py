@@ -26,6 +26,7 @@ from typing import Any
 from trackerbackup.config import Config, TypeSettings
 from trackerbackup.docker import Docker
 from trackerbackup.errors import UsageError
+from trackerbackup.inplace import with_tracker_stopped
 from trackerbackup.log import Event, fields, get_logger
 from trackerbackup.mysql import MysqlServer
 from trackerbackup.mysql_critical import (
@@ -151,13 +152,14 @@ class CriticalMysqlKind(MysqlDumpKind):
                              hint="--merge (upsert; the larger completed count wins; keeps "
                                   "every other row) or --replace (the tables become the "
                                   "snapshot's); --target NAME loads it into a new database")
-        return self._merge_steps(backup, request.critical_mode)
+        return self._merge_steps(backup, request.critical_mode, request.safety_copy)
 
-    def _merge_steps(self, backup: StoredBackup, mode: str) -> list[Step]:
+    def _merge_steps(self, backup: StoredBackup, mode: str, safety_copy: bool) -> list[Step]:
         database = self.server.database()
         scratch = f"{SCRATCH_PREFIX}{secrets.token_hex(4)}"
         tables = [str(t) for t in backup.manifest.source.get("tables", [])]
         container = self.server.container().name
+        live = f"database {database} on {container}"
 
         def load(stack: ExitStack) -> None:
             self.server.create_database(scratch)
@@ -172,8 +174,12 @@ class CriticalMysqlKind(MysqlDumpKind):
                      backup.id, database, extra=fields(type=backup.manifest.type,
                                                       id=backup.id))
 
+        change = Step(f"{mode} tables {', '.join(tables)} of backup {backup.id} into {live} "
+                      "(one transaction)", apply, consent=True)
+        general = self.config.general
         return [Step(f"load backup {backup.id} into scratch database {scratch} on "
                      f"{container} (dropped at the end)", load),
-                self._safety_step(backup, database), *self._stop_tracker(),
-                Step(f"{mode} tables {', '.join(tables)} of backup {backup.id} into "
-                     f"database {database} (one transaction)", apply, consent=True)]
+                *with_tracker_stopped(backup, live, self._tracker(), self.docker,
+                                      general.backup_dir, general.run_dir, [change],
+                                      copy=self._safety_dump(database, live),
+                                      safety_copy=safety_copy)]
