@@ -15,7 +15,6 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +34,8 @@ COMPRESSIONS = (*COMPRESSION_LEVELS, "none")
 
 def example_path() -> Path:
     """The example configuration shipped inside the package (every key at its default)."""
+    from importlib import resources  # only on this error path: ~20 ms of start-up
+
     return Path(str(resources.files("trackerbackup.data") / "trackerbackup.toml"))
 
 

@@ -17,9 +17,7 @@ from __future__ import annotations
 import contextlib
 import math
 import re
-import urllib.error
 import urllib.parse
-import urllib.request
 from datetime import datetime
 from pathlib import Path
 
@@ -203,6 +201,11 @@ def ping(url: str, body: str | None = None, timeout: float = PING_TIMEOUT_S) -> 
     data = None
     if body is not None:
         data = body.encode("utf-8", errors="replace")[-PING_BODY_MAX_BYTES:]
+    # Here, not at the top: http.client, ssl and email are a tenth of a second of every
+    # run's start-up, and most runs ping nothing.
+    import urllib.error
+    import urllib.request
+
     try:
         request = urllib.request.Request(  # noqa: S310 - scheme checked above
             url,

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -241,11 +241,27 @@ class MysqlServer:
             raise explain(error, database, server.container.name) from error
         return [line.split("\t") for line in out.splitlines()]
 
-    def dump(self, database: str, stdout_to: Callable[[bytes], object]) -> execute.Streamed:
+    def dump(self, database: str, stdout_to: Callable[[bytes], object], *,
+             tables: Sequence[str] = (), options: Sequence[str] = ()) -> execute.Streamed:
+        """`tables`: only these (default: all); `options`: added to the dump options."""
         server = self.server()
-        argv = self.command(server.dump_tool, *server.dump_options, database)
+        argv = self.command(server.dump_tool, *server.dump_options, *options, database,
+                            *tables)
         try:
             return self.docker.exec_stream(server.container, argv, op="dump MySQL",
+                                           stdout_to=stdout_to, env=self._env)
+        except execute.CommandFailed as error:
+            raise explain(error, database, server.container.name) from error
+
+    def query_stream(self, sql: str, database: str,
+                     stdout_to: Callable[[bytes], object]) -> execute.Streamed:
+        """Run `sql` (statements in one session) and stream the rows it prints, unbuffered
+        (--quick), tab-separated, without column names."""
+        server = self.server()
+        argv = self.command(server.client_tool, "--batch", "--skip-column-names", "--quick",
+                            "--execute", sql, database)
+        try:
+            return self.docker.exec_stream(server.container, argv, op="read MySQL",
                                            stdout_to=stdout_to, env=self._env)
         except execute.CommandFailed as error:
             raise explain(error, database, server.container.name) from error

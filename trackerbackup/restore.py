@@ -70,7 +70,7 @@ def restore(config: Config, docker: Docker, options: RestoreOptions, *, ask: Ask
     with lock.hold(config.general.run_dir, options.backup_type, wait=False), \
             fetch(config, options) as backup:
         kind = source_kind(backup.manifest.kind, config, docker)
-        if options.critical_mode and backup.manifest.kind != "critical":
+        if options.critical_mode and not backup.manifest.kind.startswith("critical"):
             raise UsageError(f"--{options.critical_mode} is for critical snapshots; backup "
                              f"{backup.id} is of source kind {backup.manifest.kind!r}",
                              op="restore", hint=f"leave out --{options.critical_mode}")

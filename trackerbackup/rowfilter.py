@@ -9,6 +9,7 @@ against the live schema.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from trackerbackup.sqlite.connection import quoted
@@ -33,6 +34,35 @@ class RowFilter:
     def sql(self) -> str:
         """The condition, with the value as the one `?` parameter."""
         return f"{quoted(self.column)} {self.operator} ?"
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which tables are copied, and the filter of the rows of some of them."""
+
+    tables: tuple[str, ...]
+    filters: tuple[RowFilter, ...] = ()
+
+    def filter_of(self, table: str) -> RowFilter | None:
+        return next((f for f in self.filters if f.table == table), None)
+
+
+def selection_problems(columns: Mapping[str, list[str]], database: str, selection: Selection,
+                       tables_key: str, filters_key: str) -> list[str]:
+    """What `check` says: each configured table the database lacks (`columns`: each
+    selected table's columns, empty if it has no such table), each filter on a column it
+    lacks or on a table that is not copied, each naming its configuration key."""
+    problems = [f"{tables_key}: the database {database} has no table {table!r}"
+                for table in selection.tables if not columns.get(table)]
+    for row_filter in selection.filters:
+        filtered = columns.get(row_filter.table)
+        if row_filter.table not in selection.tables:
+            problems.append(f"{filters_key}: {str(row_filter)!r} filters table "
+                            f"{row_filter.table!r}, which {tables_key} does not list")
+        elif filtered and row_filter.column not in filtered:
+            problems.append(f"{filters_key}: table {row_filter.table!r} has no column "
+                            f"{row_filter.column!r} (it has: {', '.join(filtered)})")
+    return problems
 
 
 def parse(text: str) -> RowFilter:

@@ -61,7 +61,7 @@ def assert_critical_prefix(stack: Stack, snapshot: Path) -> int:
 
 
 @pytest.mark.parametrize(("journal_mode", "method"), [
-    ("delete", "filtered-from-snapshot"), ("wal", "wal-read-transaction")])
+    ("delete", "filtered-under-lock"), ("wal", "wal-read-transaction")])
 def test_critical_snapshots_are_the_filter_of_a_commit_prefix_and_no_write_fails(
     stack_factory: Callable[..., Stack], tmp_path: Path, journal_mode: str, method: str
 ) -> None:

@@ -71,6 +71,7 @@ ALL_SCENARIOS = (
     TypeScenario("storage", "storage"),
     TypeScenario("database-mysql", "database", flavour="mysql"),
     TypeScenario("critical", "critical"),
+    TypeScenario("critical-mysql", "critical", flavour="mysql"),
 )
 UNAVAILABLE = tuple(s.name for s in ALL_SCENARIOS if not s.available)
 

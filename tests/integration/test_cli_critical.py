@@ -36,7 +36,7 @@ def completed(db: Path) -> dict[str, int]:
 
 
 @pytest.mark.parametrize(("journal_mode", "method", "strategy"), [
-    ("wal", "wal-read-transaction", ""), ("delete", "filtered-from-snapshot", "locked-copy")])
+    ("wal", "wal-read-transaction", ""), ("delete", "filtered-under-lock", "")])
 def test_a_critical_run_records_its_method_rows_and_writer_wait(
     tmp_path: Path, journal_mode: str, method: str, strategy: str
 ) -> None:
@@ -118,3 +118,17 @@ def test_restore_merges_or_replaces_only_when_asked_with_a_safety_copy(tmp_path:
     assert completed(safety / "tracker.db") == {}
     assert (safety / "restore.toml").exists()
     assert list(tmp_path.glob("backups/.critical-restore-*")) == []
+
+
+def test_a_budget_too_small_for_a_filtered_read_filters_a_snapshot(tmp_path: Path) -> None:
+    config, live = configured(tmp_path, "delete", "max_writer_stall = 0.05\n")  # [sqlite]
+
+    ran = cli(config, "run", "critical")
+
+    assert ran.returncode == 0, ran.stderr
+    [manifest] = manifests(config)
+    source = manifest["source"]
+    assert isinstance(source, dict)
+    assert (source["method"], source["snapshot_strategy"]) == ("filtered-from-snapshot",
+                                                               "locked-copy")
+    assert source["table_rows"]["torrents"] == len(completed(live))

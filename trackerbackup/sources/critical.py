@@ -8,14 +8,17 @@ respects `sqlite.max_writer_stall` depends on the journal mode:
 - WAL ("wal-read-transaction"): the filtered read runs directly on the live database in
   one read transaction. A WAL reader never blocks a writer, so the tracker's writers wait
   0 s however long the read takes, and only the chosen rows are read.
-- Rollback journal ("filtered-from-snapshot"): a read transaction holds the SHARED lock,
-  and no writer can commit until it ends; a filtered read of a large `torrents` table
-  (a full scan without an index on `completed`) would stall the tracker for its whole
-  length, which nothing bounds in advance. So the database type's snapshot
-  (`sqlite.snapshot`) makes a consistent copy first, within the budget (or with the
-  tracker paused, stopped, or refused, as `sqlite.over_budget` says), and the filter
-  runs on that private copy. It costs a full copy per run: switch the database to WAL
-  (`trackerbackup sqlite enable-wal`) to make critical snapshots cheap.
+- Rollback journal: a read transaction holds the SHARED lock, and no writer can commit
+  until it ends; a filtered read of a large `torrents` table (a full scan without an
+  index on `completed`) stalls the tracker for its whole length, which nothing bounds in
+  advance. So the filtered read on the live database ("filtered-under-lock") gets the
+  budget as a deadline: SQLite interrupts it there, the transaction is rolled back (the
+  lock goes with it, nothing of it is kept), and the run falls back to
+  "filtered-from-snapshot": the database type's snapshot (`sqlite.snapshot`) makes a
+  consistent copy within the budget (or with the tracker paused, stopped, or refused, as
+  `sqlite.over_budget` says), and the filter runs on that private copy. The fallback
+  costs a full copy: switch the database to WAL (`trackerbackup sqlite enable-wal`) to
+  make critical snapshots cheap whatever the size.
 
 The manifest records the method, the copy strategy under it and how long writers waited.
 The read side (verify, merge or replace restore) is `sources/critical_restore.py`.
@@ -33,33 +36,31 @@ from trackerbackup.docker import Container, Docker
 from trackerbackup.errors import UsageError
 from trackerbackup.log import Event, fields, get_logger
 from trackerbackup.repository import PartialBackup
-from trackerbackup.sources import Plan, Source, SourceResult
+from trackerbackup.sources import Plan, SourceResult
 from trackerbackup.sources.database import TrackerSqliteSource, store_snapshot
 from trackerbackup.sqlite.connection import connect, read_only_uri, remove_copy
 from trackerbackup.sqlite.filtered import (
     Connect,
-    Selection,
+    ReadOverBudget,
+    estimated_read,
     filtered_copy,
     schema_problems,
 )
+from trackerbackup.sqlite.rollback import WRITER_WAKE_UP_SLACK
 from trackerbackup.sqlite.wal import wal_reader
 
 log = get_logger()
 
 KIND = "critical"
 WAL_METHOD = "wal-read-transaction"
+LOCKED_METHOD = "filtered-under-lock"
 SNAPSHOT_METHOD = "filtered-from-snapshot"
+READER_BUSY_TIMEOUT_S = 5.0
 
 
-def critical_source(config: Config, backup_type: str, docker: Docker) -> Source:
-    if config.tracker.driver == "sqlite":
-        return CriticalSqliteSource(config, config.type(backup_type), docker)
-    raise UsageError(f"tracker.driver = {config.tracker.driver!r} has no critical snapshot "
-                     "in this version", hint="set [critical] enabled = false")
-
-
-def selection_of(settings: TypeSettings) -> Selection:
-    return Selection(settings.tables, tuple(rowfilter.parse(f) for f in settings.row_filters))
+def selection_of(settings: TypeSettings) -> rowfilter.Selection:
+    return rowfilter.Selection(settings.tables,
+                               tuple(rowfilter.parse(f) for f in settings.row_filters))
 
 
 class CriticalSqliteSource:
@@ -67,24 +68,29 @@ class CriticalSqliteSource:
         self.settings = settings
         self.database = TrackerSqliteSource(config, settings, docker)
         self.selection = selection_of(settings)
+        self._waited_before = 0.0  # a filtered read abandoned at the budget
 
     def plan(self) -> Plan:
         path, container = self.database.locate()
-        info = sqlite.inspect(path, self.database.policy)
-        self._check_schema(path, info.journal_mode)
-        wal = info.journal_mode == "wal"
+        # The header, not `sqlite.inspect`: no copy-rate sample on a run that copies little.
+        journal_mode = sqlite.read_header(path).journal_mode
+        size = path.stat().st_size
+        self._check_schema(path, journal_mode)
+        wal = journal_mode == "wal"
         return Plan(
             items=tuple(f"{path}: {table}" + (f" where {f.column} {f.operator} {f.value}"
                                                if (f := self.selection.filter_of(table))
                                                else "") for table in self.selection.tables),
             # rollback mode: the full snapshot and the filtered copy, side by side
-            estimated_bytes=info.size_bytes if wal else 2 * info.size_bytes,
+            estimated_bytes=size if wal else 2 * size,
             warnings=() if wal else (
-                "rollback-journal database: each critical snapshot copies the whole "
-                "database first (trackerbackup sqlite enable-wal makes it a filtered read)",),
+                "rollback-journal database: a critical snapshot whose filtered read does not "
+                "fit sqlite.max_writer_stall copies the whole database first (trackerbackup "
+                "sqlite enable-wal makes it a filtered read that never stalls the tracker)",),
             details={"container": container.name if container else "",
-                     "journal_mode": info.journal_mode,
-                     "method": WAL_METHOD if wal else SNAPSHOT_METHOD,
+                     "journal_mode": journal_mode,
+                     "method": WAL_METHOD if wal else f"{LOCKED_METHOD} (beyond the budget: "
+                                                      f"{SNAPSHOT_METHOD})",
                      "max_writer_stall": self.database.policy.max_writer_stall},
         )
 
@@ -102,19 +108,22 @@ class CriticalSqliteSource:
     def _live_reader(path: Path, journal_mode: str) -> Connect:
         if journal_mode == "wal":
             return lambda: wal_reader(path)
-        return lambda: connect(read_only_uri(path), uri=True)
+        # Waiting for a writer's commit to end stalls no one, and the read has its own
+        # deadline: wait as long as the tracker's writers do (its pool: 5 s).
+        return lambda: connect(read_only_uri(path), uri=True, timeout=READER_BUSY_TIMEOUT_S)
 
     def write(self, backup: PartialBackup, plan: Plan) -> SourceResult:
         path, container = self.database.locate()
         started = time.monotonic()
         dest = backup.scratch(path.name)
         try:
-            if sqlite.read_header(path).journal_mode == "wal":
+            journal_mode = sqlite.read_header(path).journal_mode
+            if journal_mode == "wal":
                 read = self._read_live(path, dest)
             else:
-                read = self._read_snapshot(path, dest, backup.scratch(path.name + ".full"),
-                                           container)
-            checked = sqlite.verify_snapshot(dest, "full")
+                read = self._read_under_lock(path, dest, journal_mode) or self._read_snapshot(
+                    path, dest, backup.scratch(path.name + ".full"), container)
+            checked = sqlite.verify_snapshot(dest, self.database.policy.integrity_check)
         except BaseException:
             remove_copy(dest)
             raise
@@ -124,7 +133,7 @@ class CriticalSqliteSource:
                    "row_filters": [str(f) for f in self.selection.filters],
                    **read, "size_bytes": dest.stat().st_size,
                    "table_rows": checked.table_rows, "integrity": "ok",
-                   "integrity_mode": "full",
+                   "integrity_mode": self.database.policy.integrity_check,
                    "duration_seconds": round(time.monotonic() - started, 6)}
         self._log(backup, details)
         store_snapshot(backup, self.settings, dest, path.name)
@@ -134,6 +143,35 @@ class CriticalSqliteSource:
         copied = filtered_copy(self._live_reader(path, "wal"), path, dest, self.selection)
         return {"journal_mode": "wal", "method": WAL_METHOD, "snapshot_strategy": "",
                 "writers_waited_seconds": 0.0,
+                "read_seconds": round(copied.read_seconds, 6)}
+
+    def _read_under_lock(self, path: Path, dest: Path,
+                         journal_mode: str) -> dict[str, Any] | None:
+        """The filtered read on the live database, if it ends within the budget."""
+        budget = self.database.policy.max_writer_stall - WRITER_WAKE_UP_SLACK
+        if budget <= 0:
+            return None
+        estimate, self._waited_before = estimated_read(
+            self._live_reader(path, journal_mode), self.selection)
+        if estimate > budget:
+            log.info("the filtered read of %s would hold the lock about %.2f s, over the %g s "
+                     "budget: filtering a snapshot instead", path, estimate,
+                     self.database.policy.max_writer_stall, extra=fields(path=path))
+            return None
+        try:
+            copied = filtered_copy(self._live_reader(path, journal_mode), path, dest,
+                                   self.selection, budget=budget)
+        except ReadOverBudget as over:
+            remove_copy(dest)
+            self._waited_before += over.held
+            log.warning("the filtered read of %s did not fit the %g s budget (lock held "
+                        "%.2f s; 0: a writer held it): filtering a snapshot instead", path,
+                        self.database.policy.max_writer_stall, over.held,
+                        extra=fields(path=path, stall_ms=round(over.held * 1000)))
+            return None
+        return {"journal_mode": journal_mode, "method": LOCKED_METHOD,
+                "snapshot_strategy": "",
+                "writers_waited_seconds": round(self._waited_before + copied.read_seconds, 6),
                 "read_seconds": round(copied.read_seconds, 6)}
 
     def _read_snapshot(self, path: Path, dest: Path, full: Path,
@@ -146,8 +184,8 @@ class CriticalSqliteSource:
             remove_copy(full)
         return {"journal_mode": report.journal_mode, "method": SNAPSHOT_METHOD,
                 "snapshot_strategy": report.strategy,
-                "writers_waited_seconds": round(max(report.lock_held_seconds,
-                                                    report.freeze_seconds), 6),
+                "writers_waited_seconds": round(self._waited_before + max(
+                    report.lock_held_seconds, report.freeze_seconds), 6),
                 "read_seconds": round(report.copy_seconds + copied.read_seconds, 6)}
 
     @staticmethod

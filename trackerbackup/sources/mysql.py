@@ -10,6 +10,7 @@ counts only if the program exited 0, wrote no error, and its stream ends with th
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from trackerbackup.config import Config
@@ -37,15 +38,17 @@ class DumpOutcome:
     warnings: tuple[str, ...]
 
 
-def dump_checked(server: MysqlServer, database: str, out: Writable) -> DumpOutcome:
-    """Stream `database`'s dump into `out`; raise BackupFailed unless it is whole."""
+def dump_checked(server: MysqlServer, database: str, out: Writable, *,
+                 tables: Sequence[str] = (), options: Sequence[str] = ()) -> DumpOutcome:
+    """Stream `database`'s dump (of `tables` only, if given; with `options` added) into
+    `out`; raise BackupFailed unless it is whole."""
     scanner = DumpScanner()
 
     def sink(chunk: bytes) -> None:
         out.write(chunk)
         scanner.feed(chunk)
 
-    streamed = server.dump(database, sink)
+    streamed = server.dump(database, sink, tables=tables, options=options)
     errors = _ERROR_LINE.findall(streamed.stderr_tail)
     if errors:
         raise BackupFailed(f"the dump reported an error: {errors[-1].strip()}",

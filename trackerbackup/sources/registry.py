@@ -14,7 +14,9 @@ from trackerbackup.errors import UsageError
 from trackerbackup.sources import Source, SourceKind
 from trackerbackup.sources.archive import ArchiveKind
 from trackerbackup.sources.critical import KIND as CRITICAL_KIND
-from trackerbackup.sources.critical import critical_source
+from trackerbackup.sources.critical import CriticalSqliteSource
+from trackerbackup.sources.critical_mysql import KIND as CRITICAL_MYSQL_KIND
+from trackerbackup.sources.critical_mysql import CriticalMysqlKind, CriticalMysqlSource
 from trackerbackup.sources.critical_restore import CriticalKind
 from trackerbackup.sources.database import SqliteSnapshotKind, database_source
 from trackerbackup.sources.files import FilesSource
@@ -31,11 +33,17 @@ def _storage(config: Config, backup_type: str, docker: Docker) -> Source:
     return StorageSource(config, config.type(backup_type), docker)
 
 
+def _critical(config: Config, backup_type: str, docker: Docker) -> Source:
+    if config.tracker.driver == "mysql":
+        return CriticalMysqlSource(config, config.type(backup_type), docker)
+    return CriticalSqliteSource(config, config.type(backup_type), docker)
+
+
 SOURCES: dict[str, Callable[[Config, str, Docker], Source]] = {
     "storage": _storage,
     "selective": _selective,
     "database": database_source,
-    "critical": critical_source,
+    "critical": _critical,
 }
 
 
@@ -51,6 +59,8 @@ def source_kind(kind: str, config: Config, docker: Docker) -> SourceKind:
         return CriticalKind(config, docker)
     if kind == "mysql":
         return MysqlDumpKind(config, docker)
+    if kind == CRITICAL_MYSQL_KIND:
+        return CriticalMysqlKind(config, docker)
     raise UsageError(f"backups of source kind {kind!r} cannot be verified or restored by "
                      "this version", op="read backup",
                      hint="upgrade trackerbackup, or restore by hand (docs/format.md)")

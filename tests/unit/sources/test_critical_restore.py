@@ -10,10 +10,10 @@ import pytest
 
 from tests.testbed.tree import create_sqlite_db
 from trackerbackup.errors import UsageError
-from trackerbackup.rowfilter import parse
+from trackerbackup.rowfilter import Selection, parse
 from trackerbackup.sources.critical_restore import apply_snapshot, natural_key
 from trackerbackup.sqlite.connection import connect
-from trackerbackup.sqlite.filtered import Selection, filtered_copy
+from trackerbackup.sqlite.filtered import filtered_copy
 
 SELECTION = Selection(("keys", "whitelist", "torrent_aggregate_metrics", "torrents"),
                       (parse("torrents.completed > 0"),))

@@ -10,7 +10,7 @@ import sqlite3
 import stat
 import tarfile
 import tomllib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from pathlib import Path
 from typing import IO, Any, cast
@@ -232,7 +232,9 @@ class FakeMysql:
     def create_database(self, database: str) -> None:
         self.created.append(database)
 
-    def dump(self, database: str, stdout_to: Callable[[bytes], object]) -> Streamed:
+    def dump(self, database: str, stdout_to: Callable[[bytes], object], *,
+             tables: Sequence[str] = (), options: Sequence[str] = ()) -> Streamed:
+        assert (tables, options) == ((), ())  # the whole database
         stdout_to(self.dump_bytes)
         return Streamed("", len(self.dump_bytes))
 

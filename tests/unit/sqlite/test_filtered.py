@@ -10,10 +10,10 @@ import pytest
 
 from tests.testbed.tree import create_sqlite_db
 from trackerbackup.errors import BackupFailed
-from trackerbackup.rowfilter import parse
+from trackerbackup.rowfilter import Selection, parse
 from trackerbackup.sqlite import filtered
 from trackerbackup.sqlite.connection import connect
-from trackerbackup.sqlite.filtered import Selection, filtered_copy, schema_problems
+from trackerbackup.sqlite.filtered import filtered_copy, schema_problems
 
 DEFAULT = Selection(("keys", "whitelist", "torrent_aggregate_metrics", "torrents"),
                     (parse("torrents.completed > 0"),))
@@ -85,3 +85,60 @@ def test_schema_problems_name_the_key_the_table_and_the_column(tracker_db: Path)
         "critical.tables does not list",
     ]
     assert schema_problems(lambda: connect(tracker_db), tracker_db, DEFAULT, "t", "f") == []
+
+
+def test_a_read_over_its_budget_is_interrupted_and_releases_the_database(
+    tracker_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def endless(source: sqlite3.Connection, *args: object) -> None:
+        source.execute("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n) "
+                       "SELECT count(*) FROM n").fetchone()
+
+    monkeypatch.setattr(filtered, "_copy_table", endless)
+
+    with pytest.raises(filtered.ReadOverBudget) as over:
+        filtered_copy(lambda: connect(tracker_db), tracker_db, tmp_path / "c.db", DEFAULT,
+                      budget=0.2)
+
+    assert 0.2 <= over.value.held < 2.0
+    with sqlite3.connect(tracker_db, timeout=0) as writer:  # no lock is left behind
+        writer.execute("UPDATE torrents SET completed = completed + 1 WHERE id = 1")
+
+
+def test_a_read_within_its_budget_is_the_same_copy(tracker_db: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "critical.db"
+
+    filtered_copy(lambda: connect(tracker_db), tracker_db, dest, DEFAULT, budget=30.0)
+
+    assert rows(dest, "SELECT * FROM torrents") == rows(
+        tracker_db, "SELECT * FROM torrents WHERE completed > 0")
+
+
+def test_a_read_that_cannot_take_the_lock_counts_as_over_its_budget(tmp_path: Path) -> None:
+    db = tmp_path / "tracker.db"
+    create_sqlite_db(db, 300, seed=1, journal_mode="delete")
+    with sqlite3.connect(db, isolation_level=None) as writer:
+        writer.execute("BEGIN EXCLUSIVE")  # a writer in the middle of its commit
+        with pytest.raises(filtered.ReadOverBudget) as over:
+            filtered_copy(lambda: connect(db, timeout=0.1), db, tmp_path / "c.db", DEFAULT,
+                          budget=5.0)
+        writer.execute("ROLLBACK")
+
+    assert over.value.held == 0.0
+
+
+def test_the_read_estimate_scales_a_timed_sample_and_gives_up_on_a_locked_database(
+    tracker_db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(filtered, "SAMPLE_ROWS", 1000)  # a third of the 3,000 torrents
+    estimate, held = filtered.estimated_read(lambda: connect(tracker_db), DEFAULT)
+    assert 0 < estimate < 5.0
+    assert 0 < held < 5.0
+
+    with sqlite3.connect(tracker_db, isolation_level=None) as writer:
+        if writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal":
+            return  # a WAL writer never keeps a reader out
+        writer.execute("BEGIN EXCLUSIVE")
+        assert filtered.estimated_read(lambda: connect(tracker_db, timeout=0.1), DEFAULT) == (
+            float("inf"), 0.0)
+        writer.execute("ROLLBACK")
