@@ -21,6 +21,7 @@ from typing import Any
 from trackerbackup import lock
 from trackerbackup.atomic import write_atomically
 from trackerbackup.docker import Container, Docker
+from trackerbackup.errors import LockBusy
 from trackerbackup.log import Event, fields, get_logger
 from trackerbackup.safefs import read_small_file
 
@@ -59,7 +60,7 @@ class DockerFreezer:
     def frozen(self) -> Iterator[None]:
         # Two types may snapshot the same database at once: the second waits here, so the
         # first never thaws the tracker under the second's copy.
-        with lock.hold(self._run_dir, f"freeze-{self._container.name}", wait=True):
+        with lock.hold(self._run_dir, _lock_name(self._container.id), wait=True):
             yield from self._frozen_exclusively()
 
     def _frozen_exclusively(self) -> Iterator[None]:
@@ -140,6 +141,7 @@ def freezer_factory(docker: Docker, containers: Sequence[Container], run_dir: Pa
 def recover(docker: Docker, run_dir: Path) -> list[str]:
     """Thaw every container a killed run left frozen; returns their names."""
     directory = _marker_dir(run_dir)
+    _remove_unfinished_markers(directory, run_dir)
     thawed = []
     for marker in sorted(directory.glob("*.json")):
         record = _read_marker(marker)
@@ -159,6 +161,28 @@ def recover(docker: Docker, run_dir: Path) -> list[str]:
                     extra=fields(Event.CONTAINER_RESUMED, container=container.name,
                                  action="recover"))
     return thawed
+
+
+def _lock_name(container_id: str) -> str:
+    """The lock held while a container is frozen, and while its marker is written."""
+    return f"freeze-{container_id}"
+
+
+def _remove_unfinished_markers(directory: Path, run_dir: Path) -> None:
+    """Remove the temporary file of a marker whose write was killed (the container was not
+    frozen yet: the marker is written first). Only under that container's freeze lock, so
+    a run writing its marker right now is never disturbed."""
+    for temporary in sorted(directory.glob(".*.json.*.tmp")):
+        container_id = temporary.name[1:].split(".json.", 1)[0]
+        if not container_id or not os.path.isfile(temporary) or temporary.is_symlink():
+            continue
+        try:
+            with lock.hold(run_dir, _lock_name(container_id), wait=False):
+                temporary.unlink(missing_ok=True)
+        except (LockBusy, ValueError, OSError):
+            continue  # frozen by a live run, not a name this program writes, or gone
+        log.info("removed %s, left by a run killed while it wrote it", temporary,
+                 extra=fields(path=temporary))
 
 
 def _read_marker(marker: Path) -> dict[str, Any] | None:

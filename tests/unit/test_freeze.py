@@ -12,6 +12,7 @@ import pytest
 from trackerbackup import freeze
 from trackerbackup.docker import Docker
 from trackerbackup.errors import EnvironmentProblem
+from trackerbackup.lock import hold
 
 
 class NoDocker:
@@ -61,3 +62,28 @@ def test_recover_refuses_a_marker_directory_that_is_a_symlink(tmp_path: Path) ->
 
     with pytest.raises(EnvironmentProblem, match="symbolic link"):
         freeze.recover(cast(Docker, NoDocker()), run_dir)
+
+
+CONTAINER_ID = "2adb60a6a2c0c4f889b051a967bf4b2e3bdb12593ef50e14a9fb7faec82e00ee"
+
+
+def test_recover_removes_the_temporary_file_of_a_marker_write_that_was_killed(
+        tmp_path: Path) -> None:
+    # Found by the fault suite: SIGKILL between mkstemp and rename in write_atomically.
+    temporary = frozen_dir(tmp_path / "run") / f".{CONTAINER_ID}.json.wwns2zpt.tmp"
+    temporary.write_text('{"id": "')
+
+    assert freeze.recover(cast(Docker, NoDocker()), tmp_path / "run") == []
+
+    assert not temporary.exists()
+
+
+def test_recover_keeps_the_temporary_marker_of_a_run_writing_it_now(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    temporary = frozen_dir(run_dir) / f".{CONTAINER_ID}.json.abcd1234.tmp"
+    temporary.write_text('{"id": "')
+
+    with hold(run_dir, f"freeze-{CONTAINER_ID}"):  # a live run freezing that container
+        freeze.recover(cast(Docker, NoDocker()), run_dir)
+
+    assert temporary.exists()
