@@ -18,6 +18,7 @@ from trackerbackup.errors import BackupFailed, EnvironmentProblem
 from trackerbackup.sqlite.model import OP
 
 SQLITE_BUSY = 5
+SQLITE_FULL = 13
 LOCK_BUSY_TIMEOUT = 0.5
 LOCK_ATTEMPTS = 4
 

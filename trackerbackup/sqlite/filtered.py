@@ -12,7 +12,9 @@ be the same, so a copy never mixes two schemas.
 
 from __future__ import annotations
 
+import errno
 import math
+import os
 import sqlite3
 import threading
 import time
@@ -22,8 +24,10 @@ from pathlib import Path
 
 from trackerbackup.errors import BackupFailed
 from trackerbackup.rowfilter import RowFilter, Selection, selection_problems
+from trackerbackup.safefs import disk_problem
 from trackerbackup.sqlite.connection import (
     SQLITE_BUSY,
+    SQLITE_FULL,
     closing,
     connect,
     quoted,
@@ -132,8 +136,12 @@ def filtered_copy(connect_source: Connect, db_path: Path, dest: Path,
             source.execute(f"PRAGMA {COPY_SCHEMA}.cache_size = {COPY_CACHE_KIB}")
             return _copy_in_one_read(source, db_path, statements, selection, budget)
     except sqlite3.Error as error:
-        if budget is not None and getattr(error, "sqlite_errorcode", 0) & 0xFF == SQLITE_BUSY:
+        code = getattr(error, "sqlite_errorcode", 0) & 0xFF
+        if budget is not None and code == SQLITE_BUSY:
             raise ReadOverBudget(0.0) from error
+        if code == SQLITE_FULL:  # the copy's file system (the backup's), not the tracker's
+            raise disk_problem(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), OP,
+                               dest) from error
         raise sqlite_failure(error, db_path, op=OP) from error
 
 

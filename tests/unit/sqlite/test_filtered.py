@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.kit.filesystems import tmpfs
 from tests.testbed.tree import create_sqlite_db
-from trackerbackup.errors import BackupFailed
+from trackerbackup.errors import BackupFailed, EnvironmentProblem, ExitCode
 from trackerbackup.rowfilter import Selection, parse
 from trackerbackup.sqlite import filtered
 from trackerbackup.sqlite.connection import connect
@@ -142,3 +143,17 @@ def test_the_read_estimate_scales_a_timed_sample_and_gives_up_on_a_locked_databa
         assert filtered.estimated_read(lambda: connect(tracker_db, timeout=0.1), DEFAULT) == (
             float("inf"), 0.0)
         writer.execute("ROLLBACK")
+
+
+def test_a_full_backup_file_system_is_a_disk_problem_naming_the_copy(
+    tracker_db: Path, tmp_path: Path
+) -> None:
+    # Found by the fault suite: SQLITE_FULL was a "backup failed" (exit 1) naming the
+    # tracker's database, whose file system had all the room it needed.
+    tiny = tmp_path / "tiny"
+    with tmpfs(tiny, "size=12k"), pytest.raises(EnvironmentProblem) as refused:  # 3 pages
+        filtered_copy(lambda: connect(tracker_db), tracker_db, tiny / "c.db", DEFAULT)
+
+    assert refused.value.exit_code == ExitCode.ENVIRONMENT
+    assert str(tiny / "c.db") in str(refused.value)
+    assert "free space on the backup filesystem" in (refused.value.hint or "")
