@@ -29,14 +29,21 @@ class Container:
     state: str  # docker's State.Status: running, paused, exited, created, ...
 
 
+# A query or a state change of the engine answers in well under a second; one that does not
+# answer in minutes is a wedged engine (seen: a container whose `docker exec` waits on a
+# pause blocks every `inspect` of it), and a backup must fail rather than hang.
+CALL_TIMEOUT_S = 120.0
+
+
 class Docker:
     def __init__(self, binary: str = "/usr/bin/docker") -> None:
         self.binary = binary
 
-    def _run(self, *args: str, op: str) -> str:
+    def _run(self, *args: str, op: str, timeout: float | None = None) -> str:
         self._require_cli(op)
         try:
-            result = execute.run((self.binary, *args), op=op)
+            result = execute.run((self.binary, *args), op=op,
+                                 timeout=timeout or CALL_TIMEOUT_S)
         except execute.CommandFailed as error:
             raise _engine_problem(error, op) from error
         return result.stdout.decode()
@@ -149,7 +156,7 @@ class Docker:
 
     def stop(self, container: Container, timeout_s: int = 30) -> None:
         self._run("stop", "--time", str(timeout_s), container.id,
-                  op=f"stop container {container.name}")
+                  op=f"stop container {container.name}", timeout=timeout_s + CALL_TIMEOUT_S)
 
     def start(self, container: Container) -> None:
         self._run("start", container.id, op=f"start container {container.name}")
@@ -159,6 +166,12 @@ def _engine_problem(error: execute.CommandFailed, op: str, container: Container 
                     ) -> execute.CommandFailed | EnvironmentProblem:
     """An environment problem (exit 3) for what is the engine's or container's state."""
     tail = error.stderr_tail
+    if error.returncode == -1 and "timed out after" in tail:
+        return EnvironmentProblem(
+            "the Docker engine did not answer in time", op=op,
+            hint="check it (docker ps; journalctl -u docker): a container stuck in a pause, "
+            "a removal or an exec can block it; unpause or restart that container, or "
+            "restart the engine, then retry")
     if "Cannot connect to the Docker daemon" in tail:
         return EnvironmentProblem("the Docker engine is not reachable", op=op,
                                   hint="start it (systemctl start docker) and check "

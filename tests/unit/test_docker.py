@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from trackerbackup import docker as docker_module
 from trackerbackup.docker import Docker, host_path_from_mounts
 from trackerbackup.errors import EnvironmentProblem
 
@@ -100,3 +101,19 @@ def test_two_running_matches_are_ambiguous(tmp_path: Path) -> None:
 def test_missing_cli_is_an_environment_problem(tmp_path: Path) -> None:
     with pytest.raises(EnvironmentProblem, match=r"general\.docker"):
         Docker(str(tmp_path / "no-docker")).find("torrust", "tracker", "tracker")
+
+
+def test_an_engine_that_does_not_answer_is_an_environment_problem_not_a_hang(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Seen on the test bed: `docker exec` waiting on a paused container blocked every
+    # `docker inspect` of it, and a storage run (which inspects every container) hung.
+    script = tmp_path / "docker"
+    script.write_text("#!/bin/sh\nexec sleep 30\n")
+    script.chmod(0o755)
+    monkeypatch.setattr(docker_module, "CALL_TIMEOUT_S", 0.5)
+
+    with pytest.raises(EnvironmentProblem) as caught:
+        Docker(str(script)).running_mounts()
+
+    assert "the Docker engine did not answer in time" in str(caught.value)
+    assert "unpause or restart that container" in (caught.value.hint or "")
