@@ -34,6 +34,29 @@ class Container:
 # pause blocks every `inspect` of it), and a backup must fail rather than hang.
 CALL_TIMEOUT_S = 120.0
 
+# A command run in a container that sends nothing for QUIET_CHECK_S is asked after: in a
+# paused or stopped container it never ends, and neither would its `docker exec`. While an
+# exec waits on a pause the engine may not answer `inspect` either, so the freezer of the
+# container's cgroup is read first (cgroup v1, then v2 with the cgroupfs or systemd driver).
+QUIET_CHECK_S = 15.0
+STATE_TIMEOUT_S = 20.0
+FREEZER_FILES = ("/sys/fs/cgroup/freezer/docker/{id}/freezer.state",
+                 "/sys/fs/cgroup/docker/{id}/cgroup.freeze",
+                 "/sys/fs/cgroup/system.slice/docker-{id}.scope/cgroup.freeze")
+
+
+def cgroup_frozen(container_id: str, files: Sequence[str] | None = None) -> bool:
+    """Whether the kernel has the container's processes frozen (a `docker pause`), as far
+    as this host's cgroup file system shows it (False where it does not)."""
+    for pattern in FREEZER_FILES if files is None else files:
+        try:
+            with open(pattern.format(id=container_id), encoding="ascii") as handle:
+                state = handle.read(64).strip()
+        except (OSError, UnicodeDecodeError):
+            continue
+        return state in ("1", "FROZEN", "FREEZING")
+    return False
+
 
 class Docker:
     def __init__(self, binary: str = "/usr/bin/docker") -> None:
@@ -77,9 +100,42 @@ class Docker:
         try:
             return execute.stream(argv, stdout_to=stdout_to, stdin_from=stdin_from, op=op,
                                   secrets=tuple(env.values()),
-                                  env={**os.environ, **env} if env else None)
+                                  env={**os.environ, **env} if env else None,
+                                  stuck=lambda: self._frozen_under(container, op),
+                                  stuck_every=QUIET_CHECK_S)
         except execute.CommandFailed as error:
             raise _engine_problem(error, op, container) from error
+
+    def _frozen_under(self, container: Container, op: str) -> EnvironmentProblem | None:
+        """Why a quiet command in `container` will never end, or None if it may."""
+        state = "paused" if cgroup_frozen(container.id) else self._state(container)
+        if state == "running":
+            return None
+        name = container.name
+        if state is None:
+            return EnvironmentProblem(
+                f"the Docker engine did not answer about container '{name}' while the "
+                f"command in it sent nothing for {QUIET_CHECK_S:.0f} s; the command was "
+                "stopped", op=op, hint="check the engine and the container (docker ps; "
+                "journalctl -u docker), then retry")
+        return EnvironmentProblem(
+            f"container '{name}' is {state}: the command in it sent nothing for "
+            f"{QUIET_CHECK_S:.0f} s and was stopped", op=op,
+            hint=f"unpause it (docker unpause {name}) and retry" if state == "paused"
+            else f"start it (docker start {name}) and retry")
+
+    def _state(self, container: Container) -> str | None:
+        """The container's state; "gone" once removed; None if the engine does not say."""
+        argv = (self.binary, "inspect", "--type", "container", "--format",
+                "{{.State.Status}}", container.id)
+        try:
+            result = execute.run(argv, op=f"inspect container {container.name}",
+                                 timeout=STATE_TIMEOUT_S)
+        except execute.CommandFailed as error:
+            return "gone" if "No such" in error.stderr_tail else None
+        except EnvironmentProblem:
+            return None
+        return result.stdout.decode(errors="replace").strip() or None
 
     def exec_output(self, container: Container, command: Sequence[str], *, op: str,
                     env: Mapping[str, str] | None = None) -> str:

@@ -212,6 +212,39 @@ def _widen(pipe: IO[bytes]) -> None:
         fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, CHUNK)
 
 
+class _QuietWatch:
+    """Asks `stuck()` whether the child is stuck whenever `every` seconds pass without
+    stdout; on a reason (the error to raise) it kills the child. A process that waits on
+    something frozen (a paused container) would otherwise be waited on for ever."""
+
+    def __init__(self, process: subprocess.Popen[bytes],
+                 stuck: Callable[[], BaseException | None], every: float) -> None:
+        self.progress = 0  # bumped by the reader: stdout chunks so far
+        self.reason: BaseException | None = None
+        self._process = process
+        self._stuck = stuck
+        self._every = every
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+        self._thread.start()
+
+    def _watch(self) -> None:
+        seen = self.progress
+        while not self._done.wait(self._every):
+            if self.progress != seen:
+                seen = self.progress
+                continue
+            reason = self._stuck()
+            if reason is not None and not self._done.is_set():
+                self.reason = reason
+                self._process.kill()
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+        self._thread.join()
+
+
 @dataclass(frozen=True)
 class Streamed:
     """A streaming run that exited 0: its masked stderr tail (warnings) and stdout bytes."""
@@ -228,11 +261,15 @@ def stream(
     op: str = "",
     secrets: Sequence[str] = (),
     env: Mapping[str, str] | None = None,
+    stuck: Callable[[], BaseException | None] | None = None,
+    stuck_every: float = 15.0,
 ) -> Streamed:
     """Run with stdout handed to `stdout_to` chunk by chunk (or drained into the tail)
     and stdin read from `stdin_from`, in flat memory whatever the size. The exit status is
     checked (CommandFailed with the masked stderr tail); if `stdout_to` raises, the child
-    is killed, reaped, and the sink's error propagates."""
+    is killed, reaped, and the sink's error propagates. `stuck`: asked after each
+    `stuck_every` seconds without stdout; the error it returns kills the child and is
+    raised."""
     try:
         proc = subprocess.Popen(
             list(argv), stdin=subprocess.PIPE if stdin_from is not None else subprocess.DEVNULL,
@@ -247,6 +284,7 @@ def stream(
     _widen(proc.stdout)
     stderr = _TailReader(proc.stderr)
     feeder = _Feeder(stdin_from, proc.stdin) if stdin_from is not None and proc.stdin else None
+    watch = _QuietWatch(proc, stuck, stuck_every) if stuck is not None else None
     total = 0
     try:
         if stdout_to is None:
@@ -257,15 +295,23 @@ def stream(
             while chunk := proc.stdout.read1(CHUNK):  # type: ignore[attr-defined]
                 stdout_to(chunk)
                 total += len(chunk)
+                if watch is not None:
+                    watch.progress += 1
         if feeder is not None:
             feeder.join()
-    except BaseException:
+    except BaseException as error:
         proc.kill()
         proc.wait()
+        if watch is not None and watch.reason is not None:
+            raise watch.reason from error  # what made the sink or feeder fail
         raise
     finally:
         proc.stdout.close()
+        if watch is not None:
+            watch.stop()
     returncode = proc.wait()
+    if watch is not None and watch.reason is not None:
+        raise watch.reason
     tail = _tail(stderr.join(), secrets)
     if returncode != 0:
         raise CommandFailed(argv, returncode, tail, op, secrets)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -72,7 +73,11 @@ class DockerFreezer:
         marker = _write_marker(self._run_dir, container, self.name)
         started = time.monotonic()
         try:
-            self._freeze(container)
+            # Held, not interrupted: a SIGTERM that killed the docker CLI after it sent
+            # the request would leave the engine to pause the tracker after our thaw has
+            # looked and found it running (seen in CI), and the marker removed.
+            with signals_held():
+                self._freeze(container)
             log.info("%s container %s for the copy", "paused" if self.name == "pause"
                      else "stopped", container.name,
                      extra=fields(Event.CONTAINER_PAUSED, container=container.name,
@@ -80,20 +85,16 @@ class DockerFreezer:
             yield
         finally:
             # A second SIGTERM must not interrupt the thaw itself (the marker would still
-            # let `recover` finish it, but the tracker should not wait for that).
-            blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
-            try:
+            # let `recover` finish it, but the tracker should not wait for that). One held
+            # back is raised once the thaw is logged, so it cannot lose that record.
+            with signals_held():
                 self._thaw(container)
                 marker.unlink(missing_ok=True)
-                # Logged before the signals are let through: a SIGTERM held back during
-                # the thaw is raised as soon as they are, and must not lose this record.
                 seconds = time.monotonic() - started
                 log.info("container %s is running again after %.2f s", container.name,
                          seconds, extra=fields(Event.CONTAINER_RESUMED,
                                                container=container.name, action=self.name,
                                                duration=f"{seconds:.3f}"))
-            finally:
-                signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
 
     def _freeze(self, container: Container) -> None:
         if self.name == "pause":
@@ -161,6 +162,31 @@ def recover(docker: Docker, run_dir: Path) -> list[str]:
                     extra=fields(Event.CONTAINER_RESUMED, container=container.name,
                                  action="recover"))
     return thawed
+
+
+HELD_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextmanager
+def signals_held() -> Iterator[None]:
+    """SIGTERM and SIGINT arriving inside are raised when it ends, so a freeze or thaw the
+    engine was asked for completes and is seen by the code after it. The Python handlers
+    are swapped rather than the thread's signal mask set: the kernel may hand a process
+    signal to any thread that does not block it (a drain thread of execute.py)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # handlers can only be swapped in the main thread, the one they run in
+        return
+    arrived: list[int] = []
+    previous = {signum: signal.getsignal(signum) for signum in HELD_SIGNALS}
+    for signum in HELD_SIGNALS:
+        signal.signal(signum, lambda number, _frame: arrived.append(number))
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        if arrived:
+            signal.raise_signal(arrived[0])  # its own handler runs now, as if just arrived
 
 
 def _lock_name(container_id: str) -> str:

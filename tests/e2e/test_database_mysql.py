@@ -260,3 +260,47 @@ def test_failures_exit_with_their_code_and_record_nothing(
     stack.stop_writer()
     docker("stop", stack.mysql_container)
     assert_nothing_recorded(stack, trackerbackup(stack, "run", "database"), 3, "is exited", [])
+
+
+def pause_when_dumping(container: str, comm: bytes = b"mariadb-dump\n") -> threading.Thread:
+    """A thread that pauses `container` as soon as its dump process shows on the host."""
+
+    def watch() -> None:
+        for _ in range(200_000):
+            for path in Path("/proc").glob("[0-9]*/comm"):
+                try:
+                    if path.read_bytes() == comm:
+                        docker("pause", container)
+                        return
+                except OSError:
+                    continue
+        raise AssertionError("no dump process appeared")
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_mysql_paused_mid_dump_fails_the_run_naming_the_pause_instead_of_hanging(
+        mysql_stack: Stack) -> None:
+    stack = mysql_stack
+    assert stack.mysql_container is not None
+    load_filler(stack)  # a dump that streams for a while: the pause lands inside it
+    earlier = [b["id"] for b in backups(stack)]
+
+    pauser = pause_when_dumping(stack.mysql_container)
+    try:
+        paused = trackerbackup(stack, "run", "database")
+        pauser.join(timeout=5)
+        assert container_state(stack.mysql_container) == "paused"
+    finally:
+        if container_state(stack.mysql_container) == "paused":
+            docker("unpause", stack.mysql_container)
+
+    assert_nothing_recorded(stack, paused, 3, f"container '{stack.mysql_container}' is paused",
+                            earlier)
+    assert f"docker unpause {stack.mysql_container}" in paused.stderr
+    assert not list((stack.backup_dir / "database").glob(".partial-*"))
+    after = trackerbackup(stack, "run", "database")
+    assert after.returncode == 0, after.stderr
+    assert len(backups(stack)) == len(earlier) + 1

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from trackerbackup import docker as docker_module
-from trackerbackup.docker import Docker, host_path_from_mounts
+from trackerbackup.docker import Container, Docker, host_path_from_mounts
 from trackerbackup.errors import EnvironmentProblem
 
 MOUNTS = [
@@ -117,3 +118,70 @@ def test_an_engine_that_does_not_answer_is_an_environment_problem_not_a_hang(
 
     assert "the Docker engine did not answer in time" in str(caught.value)
     assert "unpause or restart that container" in (caught.value.hint or "")
+
+
+def exec_that_goes_quiet(tmp_path: Path, inspect: str) -> Docker:
+    """`docker exec` sends a row, then nothing (a command in a frozen container);
+    `docker inspect` runs `inspect` (shell)."""
+    script = tmp_path / "docker"
+    script.write_text(textwrap.dedent(f"""\
+        #!/bin/sh
+        case "$1" in
+            exec) echo row; exec sleep 60 ;;
+            inspect) {inspect} ;;
+        esac
+        """))
+    script.chmod(0o755)
+    return Docker(str(script))
+
+
+QUIET = Container(id="0a1b2c", name="mysql", state="running")
+
+
+@pytest.mark.parametrize(("inspect", "said", "hint"), [
+    ("echo paused", "container 'mysql' is paused", "docker unpause mysql"),
+    ("echo exited", "container 'mysql' is exited", "docker start mysql"),
+    ("echo 'Error: No such container: 0a1b2c' >&2; exit 1", "container 'mysql' is gone",
+     "docker start mysql"),
+    ("exec sleep 30", "the Docker engine did not answer about container 'mysql'",
+     "journalctl -u docker"),
+], ids=["paused", "stopped", "removed", "engine-silent"])
+def test_a_command_in_a_frozen_container_is_stopped_with_the_cause_not_waited_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, inspect: str, said: str,
+        hint: str) -> None:
+    monkeypatch.setattr(docker_module, "QUIET_CHECK_S", 0.3)
+    monkeypatch.setattr(docker_module, "STATE_TIMEOUT_S", 0.5)
+    monkeypatch.setattr(docker_module, "FREEZER_FILES", ())
+    started = time.monotonic()
+
+    with pytest.raises(EnvironmentProblem) as caught:
+        exec_that_goes_quiet(tmp_path, inspect).exec_output(QUIET, ["mysqldump"], op="dump")
+
+    assert said in str(caught.value)
+    assert hint in (caught.value.hint or "")
+    assert caught.value.exit_code == 3
+    assert time.monotonic() - started < 20
+
+
+def test_a_quiet_command_in_a_running_container_is_left_to_finish(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(docker_module, "QUIET_CHECK_S", 0.2)
+    script = tmp_path / "docker"
+    script.write_text('#!/bin/sh\ncase "$1" in\n  exec) sleep 1; echo done ;;\n'
+                      '  inspect) echo running ;;\nesac\n')
+    script.chmod(0o755)
+
+    assert Docker(str(script)).exec_output(QUIET, ["mysql"], op="restore") == "done\n"
+
+
+@pytest.mark.parametrize(("content", "frozen"), [
+    ("FROZEN\n", True), ("FREEZING\n", True), ("THAWED\n", False), ("1\n", True),
+    ("0\n", False)])
+def test_cgroup_frozen_reads_the_containers_freezer(tmp_path: Path, content: str,
+                                                    frozen: bool) -> None:
+    (tmp_path / "0a1b2c").mkdir()
+    (tmp_path / "0a1b2c" / "state").write_text(content)
+    files = (str(tmp_path / "absent-{id}"), str(tmp_path / "{id}" / "state"))
+
+    assert docker_module.cgroup_frozen("0a1b2c", files) is frozen
+    assert docker_module.cgroup_frozen("other", files) is False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -126,3 +127,39 @@ def test_stream_feeds_stdin_from_a_file(tmp_path: Path) -> None:
         execute.stream([sys.executable, "-c", script], stdin_from=handle,
                        stdout_to=out.append)
     assert b"".join(out) == b"2500000"
+
+
+class Frozen(Exception):
+    pass
+
+
+def test_stream_asks_whether_a_quiet_child_is_stuck_and_kills_it_on_a_reason() -> None:
+    asked: list[float] = []
+
+    def stuck() -> BaseException | None:
+        asked.append(time.monotonic())
+        return Frozen("container tracker is paused") if len(asked) >= 2 else None
+
+    # Output first, then silence for ever: as `docker exec` into a paused container.
+    script = "import sys, time; print('row', flush=True); time.sleep(60)"
+    started = time.monotonic()
+    with pytest.raises(Frozen, match="paused"):
+        execute.stream([sys.executable, "-c", script], stdout_to=lambda chunk: None,
+                       stuck=stuck, stuck_every=0.2)
+    assert len(asked) == 2
+    assert time.monotonic() - started < 10
+
+
+def test_stream_does_not_ask_while_stdout_flows() -> None:
+    asked: list[bool] = []
+
+    def stuck() -> BaseException | None:
+        asked.append(True)
+        return Frozen("asked although output flowed")
+
+    script = ("import sys, time\n"
+              "for _ in range(30):\n    print('row', flush=True); time.sleep(0.1)\n")
+    result = execute.stream([sys.executable, "-c", script], stdout_to=lambda chunk: None,
+                            stuck=stuck, stuck_every=2.0)
+    assert result.stdout_bytes == 120
+    assert asked == []

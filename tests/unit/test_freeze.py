@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 from pathlib import Path
 from typing import cast
 
 import pytest
 
 from trackerbackup import freeze
-from trackerbackup.docker import Docker
+from trackerbackup.docker import Container, Docker
 from trackerbackup.errors import EnvironmentProblem
 from trackerbackup.lock import hold
 
@@ -87,3 +88,79 @@ def test_recover_keeps_the_temporary_marker_of_a_run_writing_it_now(tmp_path: Pa
         freeze.recover(cast(Docker, NoDocker()), run_dir)
 
     assert temporary.exists()
+
+
+class SignalledMidPause:
+    """An engine whose pause request lands although SIGTERM reached us while the docker
+    CLI was still running (the CI failure: the engine paused after our thaw had looked)."""
+
+    def __init__(self) -> None:
+        self.state = "running"
+        self.calls: list[str] = []
+
+    def container(self, ref: str) -> Container:
+        return Container(id=CONTAINER_ID, name="tracker", state=self.state)
+
+    def pause(self, container: Container) -> None:
+        self.calls.append("pause")
+        signal.raise_signal(signal.SIGTERM)
+        self.state = "paused"
+
+    def unpause(self, container: Container) -> None:
+        self.calls.append("unpause")
+        self.state = "running"
+
+
+class Stopped(Exception):
+    pass
+
+
+def raise_stopped(signum: int, frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
+def test_sigterm_during_the_pause_call_is_raised_after_it_and_the_tracker_thawed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    previous = signal.signal(signal.SIGTERM, raise_stopped)
+    try:
+        engine = SignalledMidPause()
+        freezer = freeze.DockerFreezer(cast(Docker, engine), engine.container(CONTAINER_ID),
+                                       tmp_path / "run", "pause")
+        copied = []
+        with pytest.raises(Stopped, match="SIGTERM"), freezer.frozen():
+            copied.append(True)  # not reached: the held signal is raised before the copy
+        assert signal.getsignal(signal.SIGTERM) is raise_stopped
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    assert copied == []
+    assert engine.calls == ["pause", "unpause"]
+    assert engine.state == "running"
+    assert list((tmp_path / "run" / "frozen").glob("*.json")) == []
+
+
+class SignalledMidThaw(SignalledMidPause):
+    def pause(self, container: Container) -> None:
+        self.calls.append("pause")
+        self.state = "paused"
+
+    def unpause(self, container: Container) -> None:
+        self.calls.append("unpause")
+        signal.raise_signal(signal.SIGTERM)
+        self.state = "running"
+
+
+def test_sigterm_during_the_thaw_is_raised_once_the_tracker_runs(tmp_path: Path) -> None:
+    previous = signal.signal(signal.SIGTERM, raise_stopped)
+    try:
+        engine = SignalledMidThaw()
+        freezer = freeze.DockerFreezer(cast(Docker, engine), engine.container(CONTAINER_ID),
+                                       tmp_path / "run", "pause")
+        with pytest.raises(Stopped), freezer.frozen():
+            pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+    assert engine.calls == ["pause", "unpause"]
+    assert engine.state == "running"
+    assert list((tmp_path / "run" / "frozen").glob("*.json")) == []
