@@ -38,6 +38,7 @@ from trackerbackup.errors import BackupFailed
 from trackerbackup.extract import extract
 from trackerbackup.extract_rules import BoundedTarInfo, split_name
 from trackerbackup.manifest import MANIFEST, ArtifactRecord, Manifest
+from trackerbackup.preflight import check_free_space
 from trackerbackup.safefs import READ_NOFOLLOW
 from trackerbackup.stream import CHUNK, open_raw
 
@@ -46,6 +47,9 @@ STAGING = ".offsite-staging"
 TREE = "tree"
 FRAME, CUTS = ".frame", ".cuts"
 OP = "stage an archive for its off-site push"
+# The staged tree takes the archive's raw size (plus file system overhead); a push that
+# would fill the disk of the backups is refused before it writes, not half-way.
+STAGING_HEAD_ROOM = 64 << 20
 REBUILD = "rebuild an archive"
 
 
@@ -77,6 +81,10 @@ def staged(backup_path: Path, manifest: Manifest, staging: Path) -> Iterator[Pat
     [artifact] = manifest.artifacts
     archive = backup_path / artifact.name
     _remove(staging)
+    check_free_space(staging.parent, artifact.raw_size, STAGING_HEAD_ROOM,
+                     what=f"staging backup {manifest.id} for its push",
+                     hint="free space in general.backup_dir (the staging is removed after "
+                     "each push), lower retention, or push before the disk fills")
     staging.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.mkdir(staging, 0o700)
     try:

@@ -73,7 +73,10 @@ def refuse_unsafe_config(conf: Config) -> None:
             raise error
 
 
-def check_free_space(directory: Path, needed: int, head_room: int) -> None:
+def check_free_space(directory: Path, needed: int, head_room: int, *,
+                     what: str = "the backup",
+                     hint: str = "free space there, lower retention, or point "
+                                 "general.backup_dir elsewhere") -> None:
     probe = directory
     while not probe.exists() and probe != probe.parent:
         probe = probe.parent
@@ -83,12 +86,9 @@ def check_free_space(directory: Path, needed: int, head_room: int) -> None:
         raise disk_problem(error, "check free space", probe) from error
     if free < needed + head_room:
         raise EnvironmentProblem(
-            f"not enough free space: the backup needs about {needed:,} bytes"
+            f"not enough free space: {what} needs about {needed:,} bytes"
             f" (+{head_room:,} head room), {free:,} are free",
-            op="check free space",
-            path=str(directory),
-            hint="free space there, lower retention, or point general.backup_dir elsewhere",
-        )
+            op="check free space", path=str(directory), hint=hint)
 
 
 def check_findings(conf: Config, backup_types: tuple[str, ...],

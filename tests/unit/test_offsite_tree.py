@@ -8,11 +8,13 @@ import os
 import shutil
 from datetime import UTC, datetime
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from tests.unit.test_extract import backup, make_source
-from trackerbackup.errors import BackupFailed
+from trackerbackup import offsite_tree
+from trackerbackup.errors import BackupFailed, EnvironmentProblem
 from trackerbackup.manifest import ArtifactRecord, Manifest, write_manifest
 from trackerbackup.offsite_tree import CUTS, FRAME, TREE, rebuild, staged
 from trackerbackup.stream import open_raw
@@ -101,3 +103,22 @@ def test_an_archive_that_differs_from_its_manifest_is_not_staged(
             staged(directory, wrong, tmp_path / "staging"):
         pass
     assert not (tmp_path / "staging").exists()
+
+
+def test_a_staging_that_would_fill_the_disk_is_refused_before_it_writes(
+        tmp_path: Path, archived: tuple[Path, Manifest],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    directory, manifest = archived
+    [artifact] = manifest.artifacts
+    free = artifact.raw_size + offsite_tree.STAGING_HEAD_ROOM - 1
+    monkeypatch.setattr(shutil, "disk_usage",
+                        lambda path: SimpleNamespace(total=free * 2, used=free, free=free))
+    staging = tmp_path / "staging" / "selective"
+
+    with pytest.raises(EnvironmentProblem) as caught, staged(directory, manifest, staging):
+        pass
+
+    assert f"staging backup {manifest.id} for its push needs about" in str(caught.value)
+    assert "general.backup_dir" in (caught.value.hint or "")
+    assert caught.value.exit_code == 3
+    assert not staging.exists()
