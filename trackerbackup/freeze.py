@@ -177,14 +177,15 @@ def signals_held() -> Iterator[None]:
         yield  # handlers can only be swapped in the main thread, the one they run in
         return
     arrived: list[int] = []
-    previous = {signum: signal.getsignal(signum) for signum in HELD_SIGNALS}
-    for signum in HELD_SIGNALS:
-        signal.signal(signum, lambda number, _frame: arrived.append(number))
+    previous: dict[signal.Signals, Any] = {}
     try:
+        for signum in HELD_SIGNALS:  # inside the try: one arriving midway is restored too
+            previous[signum] = signal.signal(
+                signum, lambda number, _frame: arrived.append(number))
         yield
     finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+        for held, handler in previous.items():
+            signal.signal(held, handler)
         if arrived:
             signal.raise_signal(arrived[0])  # its own handler runs now, as if just arrived
 
