@@ -13,19 +13,19 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from types import TracebackType
 
 from tests.kit.wait import wait_until
 from tests.testbed import TestbedError
 from tests.testbed.engine import docker
 from tests.testbed.images import ensure_sftp_image
+from tests.testbed.lifecycle import UpDown
 from tests.testbed.stack import LABEL, TESTBED_DIR, down_project
 
 REPOSITORY_PATH = "/srv/restic/repo"
 BALLAST = "/srv/restic/ballast"
 
 
-class SftpServer:
+class SftpServer(UpDown):
     def __init__(self, storage_mb: int | None = None) -> None:
         self.storage_mb = storage_mb
         self.project = f"tbsftp-{secrets.token_hex(4)}"
@@ -33,18 +33,6 @@ class SftpServer:
         self.keys = Path(tempfile.mkdtemp(prefix=f"{self.project}-"))
         self.key = self.keys / "id_ed25519"
         self.ip = ""
-
-    def __enter__(self) -> SftpServer:
-        try:
-            self.up()
-        except BaseException:
-            self.down()
-            raise
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.down()
 
     def up(self) -> None:
         image = ensure_sftp_image()

@@ -16,13 +16,13 @@ import secrets
 import shutil
 import tempfile
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Literal
 
 from tests.kit.wait import wait_until
 from tests.testbed import TestbedError, tree
 from tests.testbed.engine import container_state, docker, run
 from tests.testbed.images import Images, ensure_images
+from tests.testbed.lifecycle import UpDown
 from tests.testbed.record import WriterRecord
 
 Flavour = Literal["sqlite", "mysql"]
@@ -41,7 +41,7 @@ def toml_str(value: str) -> str:
     return json.dumps(value)  # a JSON string of printable text is a TOML basic string
 
 
-class Stack:
+class Stack(UpDown):
     """The stack: build the tree, start containers, expose paths/names, tear down."""
 
     def __init__(
@@ -90,18 +90,6 @@ class Stack:
         self.secrets = tree.Secrets.generate()
 
     # -- life cycle ------------------------------------------------------------------------
-
-    def __enter__(self) -> Stack:
-        try:
-            self.up()
-        except BaseException:
-            self.down()
-            raise
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.down()
 
     def up(self) -> Stack:
         """Create the tree, start MariaDB (mysql flavour) and the tracker stand-in."""

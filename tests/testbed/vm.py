@@ -10,18 +10,18 @@ from __future__ import annotations
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
 
 from tests.kit.wait import wait_until
 from tests.testbed import TestbedError
 from tests.testbed.engine import DOCKER, docker, require_cgroup_v1, run
 from tests.testbed.images import Images, ensure_images
+from tests.testbed.lifecycle import UpDown
 from tests.testbed.stack import LABEL, Stack
 
 BOOT_TIMEOUT = 60.0
 
 
-class VM:
+class VM(UpDown):
     """`with VM(stack) as vm: vm.exec("systemctl", "is-system-running")`."""
 
     def __init__(self, stack: Stack, *, images: Images | None = None,
@@ -35,19 +35,7 @@ class VM:
         self._images = images
         self.sandbox = sandbox
 
-    def __enter__(self) -> VM:
-        try:
-            self.start()
-        except BaseException:
-            self.stop()
-            raise
-        return self
-
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
-        self.stop()
-
-    def start(self) -> None:
+    def up(self) -> None:
         require_cgroup_v1()
         images = self._images or ensure_images()
         root = str(self.stack.root)
@@ -119,6 +107,6 @@ class VM:
     def write_file(self, dest: str, text: str) -> None:
         self.exec("sh", "-c", 'cat > "$0"', dest, input_text=text)
 
-    def stop(self) -> None:
+    def down(self) -> None:
         """Remove the VM container (its mounts go with it)."""
         docker("rm", "-f", "-v", self.name, check=False)
