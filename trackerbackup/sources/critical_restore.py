@@ -26,16 +26,14 @@ import sqlite3
 from contextlib import ExitStack
 from pathlib import Path
 
-from trackerbackup.config import Config
-from trackerbackup.docker import Docker
 from trackerbackup.errors import UsageError
 from trackerbackup.inplace import with_tracker_stopped
 from trackerbackup.log import fields, get_logger
 from trackerbackup.sources import RestoreRequest, Step, StoredBackup
 from trackerbackup.sources.database import (
+    SqliteSnapshotKind,
     TrackerSqliteSource,
     steps_to_target,
-    verify_sqlite_artifact,
 )
 from trackerbackup.sqlite.connection import closing, connect, quoted, sqlite_failure
 from trackerbackup.sqlite.filtered import columns_of
@@ -51,13 +49,9 @@ SNAPSHOT_SCHEMA = "snapshot"
 BUSY_TIMEOUT_S = 5.0
 
 
-class CriticalKind:
-    def __init__(self, config: Config, docker: Docker) -> None:
-        self.config = config
-        self.docker = docker
-
-    def verify(self, backup: StoredBackup, scratch: Path) -> list[str]:
-        return verify_sqlite_artifact(backup, scratch)
+class CriticalKind(SqliteSnapshotKind):
+    """A critical SQLite snapshot: verified as the database type's snapshot is; restored
+    by merging it into the live database or replacing its tables (or to --target)."""
 
     def restore_steps(self, backup: StoredBackup, request: RestoreRequest) -> list[Step]:
         if request.only:
