@@ -19,7 +19,6 @@ then `run database` (a full dump) and `run critical` alternate the same way.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sqlite3
 import statistics
@@ -32,6 +31,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import arguments, publish
 from tests.kit.cli import trackerbackup
 from tests.kit.local_tracker import LocalWriter
 from tests.testbed.engine import ensure_engine
@@ -125,11 +125,7 @@ def bench_mysql(rows: int, repeat: int) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=5_000_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--dir", type=Path, help="work directory (default: a temporary one)")
-    parser.add_argument("--out", type=Path, help="also write the Markdown table here")
+    parser = arguments(__doc__)
     parser.add_argument("--mysql-rows", type=int, default=0,
                         help="also the MySQL flavour with this many torrents (test bed)")
     args = parser.parse_args()
@@ -151,9 +147,7 @@ def main() -> None:
     text = "\n".join(lines) + (
         f"\n\n{args.rows} torrents rows ({completed} with completed > 0), {size:.0f} MB, "
         f"{args.repeat} repeats, {os.cpu_count()} CPUs, writer committing every 5 ms\n")
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ leaves it. Repeats each measurement `--repeat` times and reports the median.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
@@ -26,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import arguments, publish
 from tests.kit.cli import trackerbackup
 from tests.testbed.tree import create_sqlite_db
 
@@ -69,11 +69,7 @@ def trackerbackup_run(db: Path, work: Path, integrity: str) -> tuple[float, dict
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=5_000_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--dir", type=Path, help="work directory (default: a temporary one)")
-    parser.add_argument("--out", type=Path, help="also write the Markdown table here")
+    parser = arguments(__doc__)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="run-bench-") as name:
         work = Path(name)
@@ -99,9 +95,7 @@ def main() -> None:
         size = db.stat().st_size / 1e6
     text = "\n".join(lines) + f"\n\n{args.rows} torrents rows, {size:.0f} MB, " \
                               f"{args.repeat} repeats, {os.cpu_count()} CPUs\n"
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

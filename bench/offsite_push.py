@@ -16,7 +16,6 @@ Targets (issue 13): time <= 1.1x and growth <= 1.1x of the bare push's.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import random
@@ -29,6 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import arguments, publish
 from tests.kit.cli import command, environment, trackerbackup
 from tests.testbed.tree import create_sqlite_db, create_tree
 
@@ -155,10 +155,7 @@ def table(title: str, results: dict[str, tuple[float, int]]) -> list[str]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=5_000_000)
-    parser.add_argument("--dir", type=Path, help="work directory (default: a temporary one)")
-    parser.add_argument("--out", type=Path, help="also write the Markdown tables here")
+    parser = arguments(__doc__, repeat=None)
     parser.add_argument("--cases", default="ab", help="which cases: a, b or ab (default)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="offsite-bench-") as name:
@@ -183,9 +180,7 @@ def main() -> None:
                            case(work, config, "selective", compose,
                                 lambda: touch_a_few(compose)))
     text = "\n".join(lines)
-    print(text)
-    if args.out:
-        args.out.write_text(text + "\n")
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

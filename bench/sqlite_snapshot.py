@@ -19,7 +19,6 @@ stall), failed writes and downtime. Prints a Markdown table; `--out` also writes
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import sqlite3
@@ -34,6 +33,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import arguments, publish
 from tests.kit.local_tracker import LocalWriter, SignalFreezer
 from tests.testbed.tree import create_sqlite_db
 from trackerbackup import sqlite
@@ -228,12 +228,9 @@ def machine() -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=5_000_000)
-    parser.add_argument("--dir", type=Path, help="work directory (default: a temporary one)")
+    parser = arguments(__doc__, repeat=None)
     parser.add_argument("--budget", type=float, default=1.0, help="sqlite.max_writer_stall")
     parser.add_argument("--backup-timeout", type=float, default=60.0)
-    parser.add_argument("--out", type=Path, help="also write the Markdown table here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="sqlite-bench-") as work:
         os.chdir(work)
@@ -241,9 +238,7 @@ def main() -> None:
         text = (f"{table(rows)}\n\n{args.rows} torrents rows, "
                 f"{(Path(work) / 'tracker.db').stat().st_size / 1e6:.0f} MB; "
                 f"budget {args.budget:g} s; {machine()}\n")
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    publish(text, args.out)
 
 
 if __name__ == "__main__":

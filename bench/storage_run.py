@@ -13,7 +13,6 @@ otherwise idle machine: the ratio is what it is worth.
 
 from __future__ import annotations
 
-import argparse
 import os
 import statistics
 import subprocess
@@ -25,6 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.common import arguments, publish
 from tests.kit.cli import ROOT, command, environment
 from tests.testbed.tree import create_sqlite_db
 
@@ -87,12 +87,8 @@ def trackerbackup_run(compose: Path, work: Path) -> tuple[float, int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rows", type=int, default=5_000_000)
+    parser = arguments(__doc__)
     parser.add_argument("--files", type=int, default=50_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--dir", type=Path, help="work directory (default: a temporary one)")
-    parser.add_argument("--out", type=Path, help="also write the Markdown table here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(dir=args.dir, prefix="storage-bench-") as name:
         work = Path(name)
@@ -114,9 +110,7 @@ def main() -> None:
              f"{max(p for _, p in ours) / 1024:.0f} |"]
     text = "\n".join(lines) + (f"\n\n{args.rows} torrent rows + {args.files} small files, "
                                f"{size:.0f} MB, {args.repeat} repeats, {os.cpu_count()} CPUs\n")
-    print(text)
-    if args.out:
-        args.out.write_text(text)
+    publish(text, args.out)
 
 
 if __name__ == "__main__":
