@@ -10,7 +10,7 @@ export DEBIAN_FRONTEND=noninteractive
 packages=(
     python3 python3-venv python3-pip python3-systemd python3-pymysql python3-tomli-w
     python3-zstandard python3-pytest python3-prometheus-client zstd sqlite3
-    docker.io mmdebstrap
+    docker.io mmdebstrap restic openssh-client
     debhelper dh-python pybuild-plugin-pyproject python3-all python3-setuptools
     lintian systemd man-db
 )
