@@ -126,16 +126,16 @@ class Docker:
 
     def _state(self, container: Container) -> str | None:
         """The container's state; "gone" once removed; None if the engine does not say."""
-        argv = (self.binary, "inspect", "--type", "container", "--format",
-                "{{.State.Status}}", container.id)
         try:
-            result = execute.run(argv, op=f"inspect container {container.name}",
-                                 timeout=STATE_TIMEOUT_S)
+            state = self._run("inspect", "--type", "container", "--format",
+                              "{{.State.Status}}", container.id,
+                              op=f"inspect container {container.name}",
+                              timeout=STATE_TIMEOUT_S)
         except execute.CommandFailed as error:
             return "gone" if "No such" in error.stderr_tail else None
-        except EnvironmentProblem:
+        except EnvironmentProblem:  # no answer in time, no engine, no CLI
             return None
-        return result.stdout.decode(errors="replace").strip() or None
+        return state.strip() or None
 
     def exec_output(self, container: Container, command: Sequence[str], *, op: str,
                     env: Mapping[str, str] | None = None) -> str:
